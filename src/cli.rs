@@ -1,0 +1,36 @@
+//! The command line: one subcommand per job. Each subsystem owns its own flags.
+
+use clap::{Parser, Subcommand};
+
+/// Load and conformance harness for Metered Realtime Messaging v1 servers.
+#[derive(Debug, Parser)]
+#[command(name = "stampede", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reference server of the protocol.
+    Serve(crate::server::ServeArgs),
+    /// Mint a token for poking a server by hand.
+    Mint(crate::mint::MintArgs),
+    /// Run the conformance suite against a server (the embedded one by default).
+    Conform(crate::conformance::ConformArgs),
+    /// Run a load scenario against a server (the embedded one by default).
+    Run(crate::load::RunArgs),
+    /// List the built-in scenarios.
+    Scenarios(crate::load::ScenariosArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

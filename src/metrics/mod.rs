@@ -1,0 +1,1 @@
+//! Latency histograms and counters of a load run. Placeholder: being written.

@@ -1,0 +1,66 @@
+//! Where the harness sends traffic: a server under test, reached only through its URLs
+//! and credentials. The embedded reference server is described the same way.
+
+/// A server under test, as the conformance runner and the load engine see it.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// WebSocket endpoint, e.g. `ws://127.0.0.1:8080/v1`.
+    pub ws_url: String,
+    /// REST base, e.g. `http://127.0.0.1:8080/v1`.
+    pub rest_url: String,
+    /// Secret key id (`kid` of minted tokens, REST auth).
+    pub key_id: Option<String>,
+    /// Signing secret of `key_id`.
+    pub secret: Option<String>,
+    /// A publishable key (`?key=`), when one is known.
+    pub publishable_key: Option<String>,
+    /// A second app's secret key, for tenant-isolation checks (AUTHZ-9).
+    pub other_app: Option<(String, String)>,
+    /// Bearer token of the reference server's admin hook (CFG-7); only the embedded
+    /// server (or one started with `--admin-token`) has it.
+    pub admin_token: Option<String>,
+    /// True when this is the in-process reference server.
+    pub embedded: bool,
+}
+
+impl Target {
+    /// Derives the REST base from a WebSocket URL: `ws://h:p/v1` → `http://h:p/v1`.
+    pub fn rest_from_ws(ws_url: &str) -> String {
+        let rest = if let Some(rest) = ws_url.strip_prefix("wss://") {
+            format!("https://{rest}")
+        } else if let Some(rest) = ws_url.strip_prefix("ws://") {
+            format!("http://{rest}")
+        } else {
+            ws_url.to_owned()
+        };
+        let rest = rest
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
+        if rest.ends_with("/v1") {
+            rest
+        } else {
+            format!("{rest}/v1")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_url_from_ws() {
+        assert_eq!(
+            Target::rest_from_ws("ws://127.0.0.1:9/v1"),
+            "http://127.0.0.1:9/v1"
+        );
+        assert_eq!(
+            Target::rest_from_ws("wss://x.example/v1/"),
+            "https://x.example/v1"
+        );
+        assert_eq!(Target::rest_from_ws("ws://h:1"), "http://h:1/v1");
+    }
+}
