@@ -741,7 +741,7 @@ fn render_html(
         b.push_str("</table>\n");
     }
 
-    b.push_str("<h2>Latency percentile distributions, BASE vs NEW</h2>\n");
+    b.push_str("<h2>Latency percentile distributions, BASE vs NEW</h2>\n<div class=\"charts\">\n");
     let base_stats = base.latency_stats();
     let new_stats = new.latency_stats();
     let names: Vec<&String> = base
@@ -777,9 +777,16 @@ fn render_html(
                     sources.push(format!("{label} from summary.json"));
                 }
             }
+            // Keep BASE first and NEW second so their colours never swap between charts.
+            if series.len() < if label == "BASE" { 1 } else { 2 } {
+                series.push(Series {
+                    name: format!("{label}: no samples"),
+                    points: Vec::new(),
+                });
+            }
         }
         let title = html::metric_title(&m);
-        if series.is_empty() {
+        if series.iter().all(|s| s.points.is_empty()) {
             let _ = writeln!(
                 b,
                 "<div class=\"note\">{}: no samples in either run.</div>",
@@ -790,9 +797,11 @@ fn render_html(
         let svg = plot::percentile_svg(&title, "ms", &series)?;
         b.push_str(&html::figure(
             &svg,
-            &format!("{title}: {}.", sources.join("; ")),
+            &series,
+            &format!("Sources: {}.", sources.join("; ")),
         ));
     }
+    b.push_str("</div>\n");
 
     b.push_str("<h2>Every metric</h2>\n<p class=\"sub\">Paths into summary.json; latencies in µs (<code>_us</code>). Red: worse (a latency, loss or error count went up); green: better.</p>\n");
     b.push_str("<table><tr><th>metric</th><th class=\"n\">base</th><th class=\"n\">new</th><th class=\"n\">delta</th><th class=\"n\">delta %</th></tr>\n");

@@ -247,6 +247,7 @@ p.sub { color:var(--muted); margin:0 0 14px; }
 .card .v { font-size:20px; font-weight:600; word-break:break-all; }
 .badge { display:inline-block; padding:2px 10px; border-radius:999px; color:#fff; font-weight:700; font-size:14px; }
 .badge.ok { background:var(--ok); } .badge.bad { background:var(--bad); } .badge.unk { background:var(--muted); }
+.badge.ok, .badge.bad, .badge.unk { color:#fff; }
 .reason { color:var(--bad); font-weight:600; }
 table { border-collapse:collapse; background:#fff; border:1px solid var(--line); margin:6px 0 12px; font-size:14px; }
 th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
@@ -255,9 +256,13 @@ td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:no
 tr:nth-child(even) td { background:#fafbfc; }
 td.bad, span.bad { color:var(--bad); font-weight:700; } td.ok, span.ok { color:var(--ok); font-weight:600; }
 td.better { color:var(--ok); } td.worse { color:var(--bad); }
-figure { margin:10px 0 18px; background:#fff; border:1px solid var(--line); border-radius:8px; padding:8px; display:inline-block; max-width:100%; }
-figure svg { display:block; width:900px; max-width:100%; height:auto; }
-figcaption { color:var(--muted); font-size:13px; padding:4px 6px 0; max-width:880px; }
+.charts { display:grid; grid-template-columns:repeat(auto-fill, minmax(540px, 1fr)); gap:14px; margin:10px 0 18px; }
+figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:8px; min-width:0; }
+figure svg { display:block; width:100%; max-width:600px; height:auto; margin:0 auto; }
+.legend { display:flex; flex-wrap:wrap; gap:4px 16px; padding:6px 8px 0; font-size:14px; }
+.legend span { display:inline-flex; align-items:center; gap:6px; }
+.legend i { display:inline-block; width:22px; height:4px; border-radius:2px; }
+figcaption { color:var(--muted); font-size:13px; padding:4px 8px 0; }
 .note { background:#fff; border:1px dashed var(--line); border-radius:8px; padding:10px 14px; color:var(--muted); margin:8px 0; }
 .warn { background:#fff7e6; border:1px solid #f0c36d; border-radius:8px; padding:8px 14px; color:var(--warn); margin:8px 0; }
 pre { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; overflow:auto; font-size:13px; max-height:520px; }
@@ -275,10 +280,20 @@ pub fn page(title: &str, body: &str) -> String {
     )
 }
 
-/// A figure holding an SVG chart and its caption.
-pub fn figure(svg: &str, caption: &str) -> String {
+/// A figure holding an SVG chart, its legend (colours as drawn by [`plot`]) and its caption.
+pub fn figure(svg: &str, series: &[Series], caption: &str) -> String {
+    let mut legend = String::from("<div class=\"legend\">");
+    for (i, s) in series.iter().enumerate() {
+        let _ = write!(
+            legend,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            plot::color_hex(i),
+            esc(&s.name)
+        );
+    }
+    legend.push_str("</div>");
     format!(
-        "<figure>{svg}<figcaption>{}</figcaption></figure>\n",
+        "<figure>{svg}{legend}<figcaption>{}</figcaption></figure>\n",
         esc(caption)
     )
 }
@@ -678,7 +693,7 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
         }
         b.push_str("</table>\n");
     }
-    b.push_str("<h3>Percentile distributions</h3>\n");
+    b.push_str("<h3>Percentile distributions</h3>\n<div class=\"charts\">\n");
     let mut names: Vec<&String> = stats.keys().collect();
     names.extend(run.hlogs.keys());
     for m in metric_order(names) {
@@ -703,8 +718,9 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
             let svg = plot::percentile_svg(&title, "ms", &series)?;
             b.push_str(&figure(
                 &svg,
+                &series,
                 &format!(
-                    "{title}: every sample of the run, merged from {} ({} intervals). The x axis stretches the tail: each step right is one more nine.",
+                    "Every sample of the run, merged from {} ({} intervals). Each step right on the x axis is one more nine.",
                     files.join(", "),
                     log.intervals.len()
                 ),
@@ -720,7 +736,8 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
             let svg = plot::percentile_svg(&title, "ms", &series)?;
             b.push_str(&figure(
                 &svg,
-                &format!("{title}: no interval log in the run directory, so this line joins the few percentiles of {path} in summary.json (min, p50, p90, p99, p99.9, max)."),
+                &series,
+                &format!("No interval log for this metric: the line joins the few percentiles of {path} in summary.json (min, p50, p90, p99, p99.9, max)."),
             ));
         } else {
             let _ = writeln!(
@@ -730,6 +747,7 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
             );
         }
     }
+    b.push_str("</div>\n");
     Ok(b)
 }
 
@@ -937,12 +955,29 @@ fn timeseries_section(run: &RunDir) -> Result<String, ReportError> {
             ],
         );
     }
+    b.push_str("<div class=\"charts\">\n");
     for (group, series) in &groups {
         let title = group.title();
         let svg = plot::timeseries_svg(&title, group.y_label(), series)?;
-        let cols: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-        b.push_str(&figure(&svg, &format!("{title}: {}.", cols.join(", "))));
+        let from_hlog = series.iter().any(|s| s.name.contains("(from .hlog)"));
+        let mut caption = if from_hlog {
+            "Percentiles of each interval of the .hlog (timeseries.csv has no latency column for this metric).".to_string()
+        } else {
+            format!(
+                "timeseries.csv columns {}, one point per row.",
+                series
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        if matches!(group, SeriesGroup::Latency(_)) {
+            caption.push_str(" A spike the whole-run distribution hides shows when it happened.");
+        }
+        b.push_str(&figure(&svg, series, &caption));
     }
+    b.push_str("</div>\n");
     Ok(b)
 }
 

@@ -6,11 +6,12 @@
 //! Both take already-converted series and return a standalone `<svg>` string.
 
 use hdrhistogram::Histogram;
-use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 
-/// Default chart size: fits a laptop screen next to nothing else and stays legible when scaled.
-pub const SIZE: (u32, u32) = (900, 420);
+/// Chart size: two side by side fit a 1280-px laptop screen at their native size, so the
+/// browser never scales the text down. Legends live in the HTML under each chart (they never
+/// hide a line and can carry more text).
+pub const SIZE: (u32, u32) = (600, 340);
 
 /// Decades shown on the percentile axis: 10^5 = 1/(1-0.99999).
 const PERCENTILE_DECADES: f64 = 5.0;
@@ -97,11 +98,11 @@ pub fn percentile_svg(title: &str, y_unit: &str, series: &[Series]) -> Result<St
     let y_max = y_upper(series);
     draw(title, series, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 24))
-            .margin(14)
-            .margin_right(30)
-            .x_label_area_size(56)
-            .y_label_area_size(84)
+            .caption(title, ("sans-serif", 22))
+            .margin(10)
+            .margin_right(40)
+            .x_label_area_size(50)
+            .y_label_area_size(72)
             .build_cartesian_2d(0f64..PERCENTILE_DECADES, 0f64..y_max)?;
         chart
             .configure_mesh()
@@ -109,7 +110,7 @@ pub fn percentile_svg(title: &str, y_unit: &str, series: &[Series]) -> Result<St
             .y_desc(format!("latency ({y_unit})"))
             // One tick per decade: 0%, 90%, 99%, … 99.999%.
             .x_labels(PERCENTILE_DECADES as usize + 1)
-            .y_labels(8)
+            .y_labels(7)
             .x_label_formatter(&|x| percentile_label(*x))
             .y_label_formatter(&|y| short_number(*y))
             .label_style(("sans-serif", 17))
@@ -119,14 +120,9 @@ pub fn percentile_svg(title: &str, y_unit: &str, series: &[Series]) -> Result<St
             .draw()?;
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(finite(&s.points), color.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-                });
+            chart.draw_series(LineSeries::new(finite(&s.points), color.stroke_width(2)))?;
         }
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)
+        Ok(())
     })
 }
 
@@ -152,18 +148,18 @@ pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<S
         .fold(0f64, f64::min);
     draw(title, series, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 24))
-            .margin(14)
-            .margin_right(30)
-            .x_label_area_size(56)
-            .y_label_area_size(84)
+            .caption(title, ("sans-serif", 22))
+            .margin(10)
+            .margin_right(40)
+            .x_label_area_size(50)
+            .y_label_area_size(72)
             .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc(y_label)
-            .x_labels(12)
-            .y_labels(8)
+            .x_labels(10)
+            .y_labels(7)
             .x_label_formatter(&|x| short_number(*x))
             .y_label_formatter(&|y| short_number(*y))
             .label_style(("sans-serif", 17))
@@ -173,14 +169,9 @@ pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<S
             .draw()?;
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(finite(&s.points), color.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-                });
+            chart.draw_series(LineSeries::new(finite(&s.points), color.stroke_width(2)))?;
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)
+        Ok(())
     })
 }
 
@@ -207,26 +198,6 @@ fn draw(
     Ok(svg)
 }
 
-fn legend<'a, X, Y>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-    position: SeriesLabelPosition,
-) -> DrawResult
-where
-    X: Ranged,
-    Y: Ranged,
-{
-    chart
-        .configure_series_labels()
-        .position(position)
-        .margin(10)
-        .legend_area_size(30)
-        .label_font(("sans-serif", 17))
-        .background_style(WHITE.mix(0.9))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()?;
-    Ok(())
-}
-
 fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     points
         .iter()
@@ -235,14 +206,14 @@ fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Top of the y axis: the largest point plus headroom for the legend, or 1 for an empty chart.
+/// Top of the y axis: the largest point plus a little air, or 1 for an empty chart.
 fn y_upper(series: &[Series]) -> f64 {
     let max = series
         .iter()
         .flat_map(|s| finite(&s.points))
         .map(|(_, y)| y)
         .fold(0f64, f64::max);
-    if max > 0.0 { max * 1.12 } else { 1.0 }
+    if max > 0.0 { max * 1.08 } else { 1.0 }
 }
 
 /// Axis tick text: integers without decimals, small numbers with a few, thousands as `12k`.
@@ -299,7 +270,7 @@ mod tests {
             },
         ];
         let svg = percentile_svg("fan-out", "ms", &s).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("99.999%") && svg.contains("new"));
+        assert!(svg.starts_with("<svg") && svg.contains("99.999%") && svg.contains("fan-out"));
         let svg = timeseries_svg("deliveries", "per second", &s).unwrap();
         assert!(svg.contains("time since start (s)"));
         let empty = timeseries_svg("nothing", "per second", &[]).unwrap();
