@@ -115,7 +115,7 @@ pub fn percentile_svg(title: &str, y_unit: &str, series: &[Series]) -> Result<St
             .y_label_formatter(&|y| short_number(*y))
             .label_style(("sans-serif", 17))
             .axis_desc_style(("sans-serif", 18))
-            .light_line_style(RGBColor(238, 238, 238))
+            .light_line_style(TRANSPARENT)
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()?;
         for (i, s) in series.iter().enumerate() {
@@ -164,7 +164,7 @@ pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<S
             .y_label_formatter(&|y| short_number(*y))
             .label_style(("sans-serif", 17))
             .axis_desc_style(("sans-serif", 18))
-            .light_line_style(RGBColor(238, 238, 238))
+            .light_line_style(TRANSPARENT)
             .bold_line_style(RGBColor(210, 210, 210))
             .draw()?;
         for (i, s) in series.iter().enumerate() {
