@@ -150,7 +150,6 @@ fn read_one(
     let mut start_time: Option<f64> = None;
     let mut base_time: Option<f64> = None;
     let mut deserializer = Deserializer::new();
-    let mut line = 0usize;
     for entry in IntervalLogIterator::new(&bytes) {
         let entry = entry.map_err(|e| match e {
             LogIteratorError::ParseError { offset } => HlogError::Parse {
@@ -162,12 +161,13 @@ fn read_one(
             LogEntry::StartTime(d) => start_time = Some(d.as_secs_f64()),
             LogEntry::BaseTime(d) => base_time = Some(d.as_secs_f64()),
             LogEntry::Interval(iv) => {
-                // The iterator hides comment lines, so locate this entry by its payload for errors.
                 let encoded = iv.encoded_histogram();
-                line = find_line(&bytes, encoded, line);
+                // The payload borrows from `bytes`, so its address gives the line for errors;
+                // counted only on error, since counting per interval would be quadratic.
+                let offset = (encoded.as_ptr() as usize).saturating_sub(bytes.as_ptr() as usize);
                 let decode_err = |message: String| HlogError::Decode {
                     path: path.to_path_buf(),
-                    line,
+                    line: line_of(offset),
                     message,
                 };
                 let compressed = base64::engine::general_purpose::STANDARD
@@ -213,7 +213,7 @@ fn read_one(
                     Some(log) => {
                         log.total.add(&hist).map_err(|e| HlogError::Merge {
                             path: path.to_path_buf(),
-                            line,
+                            line: line_of(offset),
                             tag: tag.clone(),
                             message: format!("{e:?}"),
                         })?;
@@ -227,7 +227,7 @@ fn read_one(
                         total.auto(true);
                         total.add(&hist).map_err(|e| HlogError::Merge {
                             path: path.to_path_buf(),
-                            line,
+                            line: line_of(offset),
                             tag: tag.clone(),
                             message: format!("{e:?}"),
                         })?;
@@ -246,17 +246,6 @@ fn read_one(
         }
     }
     Ok(())
-}
-
-/// 1-based line holding `needle`, searching from line `after` on (cheap: logs are small).
-fn find_line(bytes: &[u8], needle: &str, after: usize) -> usize {
-    let text = String::from_utf8_lossy(bytes);
-    for (i, l) in text.lines().enumerate().skip(after) {
-        if !needle.is_empty() && l.contains(needle) {
-            return i + 1;
-        }
-    }
-    after + 1
 }
 
 #[cfg(test)]
@@ -323,6 +312,18 @@ mod tests {
         .unwrap();
         let err = read_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad.hlog") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_payload_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.hlog");
+        std::fs::write(&p, "#[BaseTime: 1.000 (seconds since epoch)]\n#comment\nTag=ack,0.000,1.000,1.0,!!notbase64\n").unwrap();
+        let err = read_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("x.hlog line 3") && err.contains("base64"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -548,6 +548,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
     b.push_str(&delivery_section(s));
     b.push_str(&codes_section(s, "errors", "Error frames by code", "code"));
     b.push_str(&codes_section(s, "closes", "Close codes", "close code"));
+    b.push_str(&extra_section(s));
     b.push_str(&scenario_section(run));
     let _ = writeln!(
         b,
@@ -1141,6 +1142,144 @@ fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> String {
     b
 }
 
+/// Top-level summary keys the sections above already show.
+const SHOWN_KEYS: [&str; 22] = [
+    "scenario",
+    "target",
+    "peers",
+    "duration_s",
+    "valid",
+    "reason",
+    "valid_reason",
+    "invalid_reason",
+    "validity_reason",
+    "latency",
+    "delivery",
+    "errors",
+    "closes",
+    "thresholds",
+    "command",
+    "argv",
+    "command_line",
+    "populations",
+    "per_population",
+    "scenario_resolved",
+    "resolved_scenario",
+    "plan",
+];
+
+/// Leaves of a JSON value as (dotted path, display text).
+fn leaves(v: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Object(o) => o.iter().for_each(|(k, v)| leaves(v, &join(k), out)),
+        Value::Array(a) if !a.iter().all(|x| x.is_string() || x.is_number()) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| leaves(v, &join(&i.to_string()), out)),
+        other => out.push((prefix.to_string(), fmt_value(other))),
+    }
+}
+
+/// Whatever else the engine put in summary.json (REST/goose request metrics, harness CPU and
+/// memory, …), so a new field shows up in the report before anyone writes a section for it.
+/// A map of objects (e.g. endpoint → stats) becomes a matrix; anything else a path/value list.
+fn extra_section(s: &Value) -> String {
+    let Value::Object(top) = s else {
+        return String::new();
+    };
+    let mut scalars = Vec::new();
+    let mut blocks = String::new();
+    for (k, v) in top {
+        if SHOWN_KEYS.contains(&k.as_str()) || k.ends_with("_us") && is_stats(v) {
+            continue;
+        }
+        match v {
+            Value::Object(o) if !o.is_empty() && o.values().all(Value::is_object) => {
+                let rows: Vec<(&String, Vec<(String, String)>)> = o
+                    .iter()
+                    .map(|(name, inner)| {
+                        let mut l = Vec::new();
+                        leaves(inner, "", &mut l);
+                        (name, l)
+                    })
+                    .collect();
+                let mut cols: Vec<String> = Vec::new();
+                for (_, l) in &rows {
+                    for (p, _) in l {
+                        if !cols.contains(p) {
+                            cols.push(p.clone());
+                        }
+                    }
+                }
+                let _ = write!(
+                    blocks,
+                    "<h3><code>{}</code></h3><table><tr><th></th>",
+                    esc(k)
+                );
+                for c in &cols {
+                    let _ = write!(blocks, "<th class=\"n\">{}</th>", esc(c));
+                }
+                blocks.push_str("</tr>\n");
+                for (name, l) in rows {
+                    let _ = write!(blocks, "<tr><td>{}</td>", esc(name));
+                    for c in &cols {
+                        let cell = l
+                            .iter()
+                            .find(|(p, _)| p == c)
+                            .map_or("—", |(_, v)| v.as_str());
+                        let _ = write!(blocks, "<td class=\"n\">{}</td>", esc(cell));
+                    }
+                    blocks.push_str("</tr>\n");
+                }
+                blocks.push_str("</table>\n");
+            }
+            Value::Object(_) | Value::Array(_) => {
+                let mut l = Vec::new();
+                leaves(v, "", &mut l);
+                if l.is_empty() {
+                    continue;
+                }
+                let _ = write!(blocks, "<h3><code>{}</code></h3><table>", esc(k));
+                for (p, val) in l {
+                    let _ = write!(
+                        blocks,
+                        "<tr><td><code>{}</code></td><td class=\"n\">{}</td></tr>",
+                        esc(&p),
+                        esc(&val)
+                    );
+                }
+                blocks.push_str("</table>\n");
+            }
+            other => scalars.push((k.clone(), fmt_value(other))),
+        }
+    }
+    if scalars.is_empty() && blocks.is_empty() {
+        return String::new();
+    }
+    let mut b = String::from("<h2>More from summary.json</h2>\n");
+    if !scalars.is_empty() {
+        b.push_str("<table>");
+        for (k, v) in scalars {
+            let _ = write!(
+                b,
+                "<tr><td><code>{}</code></td><td class=\"n\">{}</td></tr>",
+                esc(&k),
+                esc(&v)
+            );
+        }
+        b.push_str("</table>\n");
+    }
+    b.push_str(&blocks);
+    b
+}
+
 fn scenario_section(run: &RunDir) -> String {
     let mut b = String::from("<h2>Scenario as it ran</h2>\n");
     if let Some((name, text)) = &run.scenario_file {
@@ -1236,7 +1375,8 @@ mod tests {
             json!({"scenario": "smoke", "peers": 10, "duration_s": 2, "valid": true,
                    "latency": {"fanout_us": {"count": 100, "min": 500, "p50": 900, "p90": 1500, "p99": 3000, "p999": 3500, "max": 4000, "mean": 1000}},
                    "delivery": {"expected": 100, "delivered": 99, "lost": 1, "duplicated": 0, "reordered": 0},
-                   "errors": {}, "closes": {"1000": 10}})
+                   "errors": {}, "closes": {"1000": 10}, "harness_cpu_pct": 41.5,
+                   "rest": {"POST /v1/channels/:id/publish": {"count": 50, "fail": 0, "status": {"200": 50}, "p99_ms": 3}}})
             .to_string(),
         )
         .unwrap();
@@ -1246,6 +1386,13 @@ mod tests {
         assert!(html.contains("no samples in this run"));
         assert!(html.contains("normal closure"));
         assert!(html.contains("<td class=\"n bad\">1</td>"));
+        // Unknown keys still show: a map of objects as a matrix, scalars as a list.
+        assert!(
+            html.contains("More from summary.json")
+                && html.contains("POST /v1/channels/:id/publish")
+                && html.contains("status.200")
+        );
+        assert!(html.contains("harness_cpu_pct"));
     }
 
     #[test]
