@@ -323,6 +323,7 @@ pub fn aliases(metric: &str) -> Vec<String> {
         }
     }
     out.push(format!("delivery.{m}"));
+    out.push(format!("throughput.{m}"));
     out
 }
 
@@ -925,6 +926,12 @@ mod tests {
         assert_eq!(path("latency.fanout_us.p99"), "latency.fanout_us.p99");
         assert_eq!(path("schedule_lag.max"), "schedule_lag_us.max");
         assert_eq!(path("errors.rate_limited"), "errors.rate_limited");
+        let t = flat(json!({"throughput": {"deliveries_per_s": 10.0}}));
+        let r = Rule::parse("deliveries_per_s<-10%").unwrap();
+        assert_eq!(
+            evaluate(&r, &t, &t).unwrap().path,
+            "throughput.deliveries_per_s"
+        );
     }
 
     #[test]

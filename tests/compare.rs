@@ -23,112 +23,124 @@ fn stats(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// Writes a run directory whose fan-out latencies are shifted by `extra_fanout_us`.
+/// Writes a run directory shaped like the load engine's (`stampede.summary/1`: one
+/// `<metric>.hlog` per metric, `timeseries.csv` with its columns, `files` listing them) whose
+/// fan-out latencies are shifted by `extra_fanout_us`.
 fn write_run(dir: &Path, seed: u64, extra_fanout_us: u64, lost: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut exp = |mean: f64| -> u64 { (-mean * (1.0 - rng.random::<f64>()).ln()) as u64 };
-    let metrics: [(&str, u64, f64, u64); 4] = [
-        ("fanout", 1_200 + extra_fanout_us, 900.0, 2_000),
-        ("ack", 300, 250.0, 200),
-        ("connect", 900, 600.0, 20),
-        ("presence", 1_500, 1_200.0, 60),
+    // (metric, floor µs, mean of the exponential tail µs, samples per second, seconds with samples)
+    let metrics: [(&str, u64, f64, u64, u64); 4] = [
+        ("fanout", 1_200 + extra_fanout_us, 900.0, 2_000, SECONDS),
+        ("ack", 300, 250.0, 200, SECONDS),
+        ("connect", 900, 600.0, 100, 2),
+        ("presence", 1_500, 1_200.0, 60, SECONDS),
     ];
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-    let mut log = Vec::new();
-    let mut ser = V2DeflateSerializer::new();
     let mut totals = Vec::new();
-    let mut csv = String::from(
-        "t_s,connected,publishes,deliveries,fanout_p50_us,fanout_p99_us,errors,closes\n",
-    );
-    {
+    let mut per_second: Vec<Vec<Histogram<u64>>> = Vec::new();
+    for (name, floor, mean, per_s, active_s) in metrics {
+        let mut log = Vec::new();
+        let mut ser = V2DeflateSerializer::new();
         let mut w = IntervalLogWriterBuilder::new()
-            .add_comment("stampede synthetic run")
+            .add_comment(&format!("stampede {name} latency, µs"))
             .with_start_time(t0)
             .with_base_time(t0)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut log, &mut ser)
             .unwrap();
-        let mut per_second: Vec<Vec<Histogram<u64>>> = Vec::new();
-        for (_, floor, mean, per_s) in metrics {
-            let mut secs = Vec::new();
-            for s in 0..SECONDS {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                // Connects happen in the first two seconds only.
-                let n = if per_s == 20 && s >= 2 {
-                    0
-                } else {
-                    per_s * if per_s == 20 { 5 } else { 1 }
-                };
-                for _ in 0..n {
+        let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let mut secs = Vec::new();
+        for s in 0..SECONDS {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            if s < active_s {
+                for _ in 0..per_s {
                     h.record(floor + exp(mean)).unwrap();
                 }
-                secs.push(h);
             }
-            per_second.push(secs);
+            w.write_histogram(
+                &h,
+                Duration::from_secs(s),
+                Duration::from_secs(1),
+                Tag::new(name),
+            )
+            .unwrap();
+            total.add(&h).unwrap();
+            secs.push(h);
         }
-        for s in 0..SECONDS {
-            for (m, (tag, ..)) in metrics.iter().enumerate() {
-                let h = &per_second[m][s as usize];
-                w.write_histogram(
-                    h,
-                    Duration::from_secs(s),
-                    Duration::from_secs(1),
-                    Tag::new(tag),
-                )
-                .unwrap();
-            }
-            let f = &per_second[0][s as usize];
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
-                s + 1,
-                (100 * (s + 1)).min(200),
-                40,
-                f.len(),
-                f.value_at_quantile(0.5),
-                f.value_at_quantile(0.99),
-                u64::from(s == 6),
-                u64::from(s == 6)
-            ));
-        }
-        for secs in &per_second {
-            let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-            for h in secs {
-                total.add(h).unwrap();
-            }
-            totals.push(total);
-        }
+        std::fs::write(dir.join(format!("{name}.hlog")), log).unwrap();
+        totals.push(total);
+        per_second.push(secs);
     }
-    std::fs::write(dir.join("latency.hlog"), log).unwrap();
+    let mut csv = String::from(
+        "second,phase,connected,connect_attempts,connects,connect_failures,disconnects,publishes,deliveries,directs_sent,directs_received,presence_events,acks,errors,closes,unexpected_frames,fanout_p50_us,fanout_p99_us,fanout_max_us,ack_p99_us,presence_p99_us,schedule_lag_p99_us,harness_cpu_percent\n",
+    );
+    for s in 0..SECONDS as usize {
+        let f = &per_second[0][s];
+        let connects = if s < 2 { 100 } else { 0 };
+        csv.push_str(&format!(
+            "{s},{},{},{connects},{connects},0,0,200,{},0,0,60,200,{},{},0,{},{},{},{},{},{},{:.1}\n",
+            if s < 2 { "ramp" } else { "hold" },
+            100 * (s + 1).min(2),
+            f.len(),
+            u64::from(s == 6),
+            u64::from(s == 6),
+            f.value_at_quantile(0.5),
+            f.value_at_quantile(0.99),
+            f.max(),
+            per_second[1][s].value_at_quantile(0.99),
+            per_second[3][s].value_at_quantile(0.99),
+            150 + 10 * s,
+            35.0 + s as f64
+        ));
+    }
     std::fs::write(dir.join("timeseries.csv"), csv).unwrap();
     std::fs::write(
         dir.join("scenario.toml"),
-        "name = \"typing-storm\"\nduration = \"10s\"\nseed = 7\n\n[[population]]\nname = \"typists\"\ncount = 200\nrooms = 10\npublish = { rate_per_sec = 0.2, arrivals = \"poisson\", payload_bytes = 64 }\n",
+        "name = \"typing-storm\"\nduration = \"10s\"\nseed = 7\n\n[[population]]\nname = \"typists\"\ncount = 200\nrooms = 10\npublish = { rate_per_sec = 1.0, arrivals = \"poisson\", payload_bytes = 64 }\n",
     )
     .unwrap();
     let delivered = totals[0].len();
+    let delivery = json!({"expected": delivered + lost, "delivered": delivered, "lost": lost, "duplicated": 0,
+                          "reordered": 0, "unexpected": 0, "unaccounted": 0,
+                          "loss_ratio": lost as f64 / (delivered + lost) as f64});
+    let p99 = totals[0].value_at_quantile(0.99);
     let summary = json!({
+        "schema": "stampede.summary/1",
         "scenario": "typing-storm",
-        "target": "embedded ws://127.0.0.1:41234/v1",
-        "peers": 200,
-        "duration_s": SECONDS,
-        "valid": true,
-        "reason": null,
+        "scenario_file": "builtin:typing-storm",
+        "target": {"embedded": true, "urls": ["ws://127.0.0.1:41234/v1"]},
+        "started_at": "2026-11-18T09:46:40Z",
+        "peers": 200, "workers": 1, "seed": 7,
+        "duration_s": SECONDS, "planned_duration_s": SECONDS, "grace_s": 1.0, "stopped_early": false,
         "latency": {
             "fanout_us": stats(&totals[0]), "ack_us": stats(&totals[1]),
             "connect_us": stats(&totals[2]), "presence_us": stats(&totals[3]),
+            "direct_us": {"count": 0, "min": 0, "p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0, "mean": 0.0},
         },
-        "schedule_lag_us": {"count": 400, "min": 3, "p50": 40, "p90": 90, "p99": 210, "p999": 400, "max": 900, "mean": 52.5},
-        "delivery": {
-            "expected": delivered + lost, "delivered": delivered, "lost": lost, "duplicated": 0, "reordered": 0,
-            "populations": {"typists": {"expected": delivered + lost, "delivered": delivered, "lost": lost, "duplicated": 0, "reordered": 0}},
-        },
+        "schedule_lag_us": {"count": 2000, "min": 3, "p50": 40, "p90": 90, "p99": 210, "p999": 400, "max": 900, "mean": 52.5},
+        "throughput": {"publishes": 2000, "publishes_per_s": 200.0, "deliveries": delivered,
+                       "deliveries_per_s": delivered as f64 / SECONDS as f64, "acks": 2000},
+        "delivery": delivery,
+        "delivery_by_population": {"typists": delivery},
+        "directs": {"expected": 0, "delivered": 0, "lost": 0, "duplicated": 0, "reordered": 0, "loss_ratio": 0.0},
+        "directs_by_population": {},
         "errors": {"rate_limited": 1},
         "closes": {"1000": 199, "4011": 1},
+        "unexpected_frames": {},
+        "connections": {"attempts": 200, "established": 200, "failed": 0, "failures": {}, "peak_connected": 200},
+        "harness": {"cpu_s": 4.1, "cpu_percent": 41.0, "cores": 2, "rss_peak_bytes": 48_000_000, "rss_per_peer_bytes": 9_800},
+        "valid": true,
+        "invalid_reasons": [],
+        "warnings": [],
         "thresholds": [
-            {"rule": "fanout.p99<50ms", "passed": totals[0].value_at_quantile(0.99) < 50_000, "actual": totals[0].value_at_quantile(0.99)},
-            {"rule": "delivery.lost==0", "passed": lost == 0, "actual": lost},
+            {"rule": "fanout.p99<50ms", "metric": "latency.fanout_us.p99", "op": "<", "limit": 50_000.0, "unit": "us", "actual": p99, "passed": p99 < 50_000},
+            {"rule": "delivery.lost==0", "metric": "delivery.lost", "op": "==", "limit": 0.0, "unit": "", "actual": lost, "passed": lost == 0},
         ],
+        "thresholds_passed": p99 < 50_000 && lost == 0,
+        "files": {"timeseries": "timeseries.csv", "scenario": "scenario.toml",
+                  "hlog": ["fanout.hlog", "ack.hlog", "connect.hlog", "presence.hlog"], "percentiles": []},
     });
     std::fs::write(
         dir.join("summary.json"),

@@ -122,11 +122,29 @@ impl RunDir {
             source,
         })?;
         let mut warnings = Vec::new();
-        let hlogs = hlog::read_dir(dir).unwrap_or_else(|e| {
+        // The summary's own file list wins: stray logs in the directory (a worker's shard, a
+        // copy) must not be merged twice.
+        let listed = |key: &str| lookup(&summary, &format!("files.{key}"));
+        let hlogs = match listed("hlog").and_then(Value::as_array) {
+            Some(names) => hlog::read_files(
+                &names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| dir.join(n))
+                    .collect::<Vec<_>>(),
+            ),
+            None => hlog::read_dir(dir),
+        };
+        let hlogs = hlogs.unwrap_or_else(|e| {
             warnings.push(format!("{e:#}; latency plots fall back to summary.json"));
             BTreeMap::new()
         });
-        let ts_path = dir.join("timeseries.csv");
+        let ts_path = dir.join(
+            listed("timeseries")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or("timeseries.csv"),
+        );
         let timeseries = if ts_path.is_file() {
             match read_csv(&ts_path) {
                 Ok(t) => Some(t),
@@ -138,8 +156,12 @@ impl RunDir {
         } else {
             None
         };
-        let scenario_file = ["scenario.toml", "scenario.json", "scenario.resolved.toml"]
-            .iter()
+        let named = listed("scenario")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        let scenario_file = named
+            .into_iter()
+            .chain(["scenario.toml", "scenario.json", "scenario.resolved.toml"])
             .find_map(|name| {
                 let p = dir.join(name);
                 std::fs::read_to_string(&p)
@@ -268,6 +290,7 @@ figcaption { color:var(--muted); font-size:13px; padding:4px 8px 0; }
 pre { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; overflow:auto; font-size:13px; max-height:520px; }
 details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
 code { background:#eef1f5; padding:1px 4px; border-radius:4px; }
+.more { display:flex; flex-wrap:wrap; gap:0 28px; align-items:flex-start; }
 footer { color:var(--muted); font-size:12px; margin-top:40px; }
 "#;
 
@@ -365,6 +388,8 @@ pub fn metric_title(metric: &str) -> String {
         "connect" => "Connect time (TCP + WebSocket upgrade + welcome)".into(),
         "presence" => "Presence propagation (join/leave → each member)".into(),
         "schedule_lag" => "Schedule lag (intended → actual send)".into(),
+        "direct" => "Direct-message latency (intended send → target)".into(),
+        "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
         other => format!("{other} latency"),
     }
 }
@@ -374,13 +399,16 @@ pub fn metric_title(metric: &str) -> String {
 pub fn metric_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut rest: BTreeSet<String> = names.into_iter().cloned().collect();
     let mut out = Vec::new();
-    for m in ["fanout", "ack", "connect", "presence"] {
+    for m in CORE_METRICS {
         rest.remove(m);
         out.push(m.to_string());
     }
     out.extend(rest);
     out
 }
+
+/// Latency metrics every run measures, shown first and always.
+pub const CORE_METRICS: [&str; 4] = ["fanout", "ack", "connect", "presence"];
 
 /// Percentile points (x per [`plot::percentile_x`], y in ms) from the few percentiles a
 /// summary keeps; a coarse stand-in when there is no interval log.
@@ -429,19 +457,27 @@ pub fn verdict(summary: &Value) -> (Option<bool>, Option<String>) {
             .and_then(Value::as_bool),
         _ => None,
     };
+    let text = |r: &Value| match r {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Array(a) if !a.is_empty() => {
+            Some(a.iter().map(fmt_value).collect::<Vec<_>>().join("; "))
+        }
+        _ => None,
+    };
     let reason = [
         "reason",
+        "invalid_reasons",
         "valid_reason",
         "invalid_reason",
         "validity_reason",
     ]
     .iter()
-    .find_map(|k| summary.get(*k))
-    .or_else(|| summary.get("valid").and_then(|v| v.get("reason")))
-    .and_then(|r| match r {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Array(a) if !a.is_empty() => Some(fmt_value(r)),
-        _ => None,
+    .find_map(|k| summary.get(*k).and_then(text))
+    .or_else(|| {
+        summary
+            .get("valid")
+            .and_then(|v| v.get("reason"))
+            .and_then(text)
     });
     (valid, reason)
 }
@@ -482,10 +518,16 @@ pub fn thresholds(summary: &Value) -> Vec<ThresholdRow> {
                     )
                 })
             });
+        // Latency thresholds carry µs values with `unit: "us"`; people read ms.
+        let micros = o.get("unit").and_then(Value::as_str) == Some("us");
+        let show = |v: &Value| match v.as_f64() {
+            Some(x) if micros => format!("{} ms", fmt_ms(x)),
+            _ => fmt_value(v),
+        };
         let actual = ["actual", "value", "observed", "measured"]
             .iter()
             .find_map(|k| o.get(*k))
-            .map(fmt_value);
+            .map(show);
         ThresholdRow {
             rule,
             passed,
@@ -542,6 +584,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
         let _ = writeln!(b, "<div class=\"warn\">warning: {}</div>", esc(w));
     }
     b.push_str(&header_cards(run));
+    b.push_str(&warnings_section(s));
     b.push_str(&thresholds_section(s));
     b.push_str(&latency_section(run)?);
     b.push_str(&timeseries_section(run)?);
@@ -569,15 +612,7 @@ fn header_cards(run: &RunDir) -> String {
     let s = &run.summary;
     let mut b = String::from("<div class=\"cards\">");
     b.push_str(&card("scenario", &esc(&run.scenario_name())));
-    let target = match s.get("target") {
-        Some(Value::Object(o)) => o
-            .get("ws_url")
-            .or_else(|| o.get("url"))
-            .map(fmt_value)
-            .unwrap_or_else(|| Value::Object(o.clone()).to_string()),
-        Some(v) => fmt_value(v),
-        None => "—".into(),
-    };
+    let target = target_text(s);
     b.push_str(&card("target", &esc(&target)));
     b.push_str(&card(
         "peers",
@@ -596,6 +631,14 @@ fn header_cards(run: &RunDir) -> String {
         None => "<span class=\"badge unk\">NO VERDICT</span>".to_string(),
     };
     b.push_str(&card("run validity", &badge));
+    for (path, label) in [
+        ("throughput.publishes_per_s", "publishes / s"),
+        ("throughput.deliveries_per_s", "deliveries / s"),
+    ] {
+        if let Some(v) = lookup(s, path).and_then(Value::as_f64) {
+            b.push_str(&card(label, &esc(&fmt_num(v))));
+        }
+    }
     let rows = thresholds(s);
     if !rows.is_empty() {
         let broken = rows.iter().filter(|r| r.passed == Some(false)).count();
@@ -610,6 +653,27 @@ fn header_cards(run: &RunDir) -> String {
         b.push_str(&card("thresholds", &html));
     }
     b.push_str("</div>\n");
+    let mut facts = Vec::new();
+    for (key, label) in [
+        ("started_at", "started"),
+        ("scenario_file", "scenario from"),
+        ("seed", "seed"),
+        ("workers", "workers"),
+        ("schema", "schema"),
+    ] {
+        if let Some(v) = s
+            .get(key)
+            .filter(|v| !v.is_null() && v.as_str() != Some(""))
+        {
+            facts.push(format!("{label} <code>{}</code>", esc(&fmt_value(v))));
+        }
+    }
+    if s.get("stopped_early").and_then(Value::as_bool) == Some(true) {
+        facts.push("<span class=\"bad\">stopped early (Ctrl-C)</span>".into());
+    }
+    if !facts.is_empty() {
+        let _ = writeln!(b, "<p class=\"sub\">{}</p>", facts.join(" · "));
+    }
     if let Some(r) = reason {
         let label = if valid == Some(false) {
             "Invalid because"
@@ -622,6 +686,61 @@ fn header_cards(run: &RunDir) -> String {
             esc(&r)
         );
     }
+    b
+}
+
+/// The target as one line: `embedded reference server ws://…` or the URLs joined.
+pub fn target_text(s: &Value) -> String {
+    match s.get("target") {
+        Some(Value::Object(o)) => {
+            let urls = o
+                .get("urls")
+                .or_else(|| o.get("ws_url"))
+                .or_else(|| o.get("url"))
+                .map(fmt_value)
+                .unwrap_or_default();
+            match o.get("embedded").and_then(Value::as_bool) {
+                Some(true) => format!("embedded reference server {urls}")
+                    .trim()
+                    .to_string(),
+                _ if !urls.is_empty() => urls,
+                _ => Value::Object(o.clone()).to_string(),
+            }
+        }
+        Some(v) => fmt_value(v),
+        None => "—".into(),
+    }
+}
+
+/// Warnings the run recorded: `warnings` as a list of strings or of `{message, count}`.
+fn warnings_section(s: &Value) -> String {
+    let Some(Value::Array(list)) = s.get("warnings") else {
+        return String::new();
+    };
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut b = String::from(
+        "<h2>Warnings</h2>\n<table><tr><th>warning</th><th class=\"n\">times</th></tr>\n",
+    );
+    for w in list {
+        let (msg, count) = match w {
+            Value::Object(o) => (
+                o.get("message")
+                    .map(fmt_value)
+                    .unwrap_or_else(|| w.to_string()),
+                o.get("count").map(fmt_value).unwrap_or_default(),
+            ),
+            other => (fmt_value(other), String::new()),
+        };
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td class=\"n\">{}</td></tr>",
+            esc(&msg),
+            esc(&count)
+        );
+    }
+    b.push_str("</table>\n");
     b
 }
 
@@ -682,9 +801,11 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
                 esc(&metric_title(&m)),
                 esc(path)
             );
+            let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
             for (key, _) in STAT_COLS {
                 let cell = match v.get(key).and_then(Value::as_f64) {
                     Some(x) if key == "count" => fmt_num(x),
+                    Some(_) if empty => "—".into(),
                     Some(x) => fmt_ms(x),
                     None => "—".into(),
                 };
@@ -699,6 +820,15 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
     names.extend(run.hlogs.keys());
     for m in metric_order(names) {
         let title = metric_title(&m);
+        let has_samples = run.hlogs.get(&m).is_some_and(|l| !l.total.is_empty())
+            || stats
+                .get(&m)
+                .is_some_and(|(_, v)| !points_from_stats(v).is_empty());
+        // The four core metrics always get a slot (an empty one says "not measured");
+        // optional ones (direct, reconnect, …) only when the run had them.
+        if !has_samples && !CORE_METRICS.contains(&m.as_str()) {
+            continue;
+        }
         if let Some(log) = run.hlogs.get(&m).filter(|l| !l.total.is_empty()) {
             let h = &log.total;
             let series = vec![Series {
@@ -756,11 +886,15 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SeriesGroup {
     Connected,
+    /// Connects, attempts, disconnects per second.
+    Churn,
     Publishes,
     Deliveries,
-    /// Latency columns of one metric (`fanout`, `ack`, …), values per `LatencyUnit`.
+    /// Latency columns of one metric (`fanout`, `ack`, …), plotted in ms.
     Latency(String),
     Errors,
+    /// The harness's own CPU and memory.
+    Harness,
     Other,
 }
 
@@ -768,25 +902,29 @@ impl SeriesGroup {
     fn title(&self) -> String {
         match self {
             SeriesGroup::Connected => "Connected peers".into(),
-            SeriesGroup::Publishes => "Publishes per second".into(),
+            SeriesGroup::Churn => "Connects and disconnects per second".into(),
+            SeriesGroup::Publishes => "Publishes and sends per second".into(),
             SeriesGroup::Deliveries => "Deliveries per second".into(),
             SeriesGroup::Latency(m) => format!("{} per second", metric_title(m)),
             SeriesGroup::Errors => "Errors and closes per second".into(),
-            SeriesGroup::Other => "Other counters".into(),
+            SeriesGroup::Harness => "Harness resources".into(),
+            SeriesGroup::Other => "Other counters per second".into(),
         }
     }
     fn y_label(&self) -> &'static str {
         match self {
             SeriesGroup::Connected => "peers",
             SeriesGroup::Latency(_) => "latency (ms)",
-            SeriesGroup::Other => "value",
+            SeriesGroup::Harness => "value",
             _ => "per second",
         }
     }
 }
 
-/// Groups a `timeseries.csv` column by its name. Latency first (`fanout_p99_us` is latency,
-/// not a delivery count), then errors (`connect_errors` is an error, not a connection).
+/// Groups a `timeseries.csv` column by its name, first match wins: latency (`fanout_p99_us`
+/// is a latency, not a delivery count), errors (`connect_failures` is an error, not a
+/// connect), harness resources, connected peers (a level), connection churn, publishes,
+/// deliveries, other.
 pub fn group_of(column: &str) -> SeriesGroup {
     let c = column.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| c.contains(w));
@@ -794,31 +932,45 @@ pub fn group_of(column: &str) -> SeriesGroup {
         tok.len() >= 2 && tok.starts_with('p') && tok[1..].chars().all(|d| d.is_ascii_digit())
     });
     if is_pct || c.ends_with("_us") || c.ends_with("_ms") || has(&["latency", "lag"]) {
-        let metric = ["fanout", "fan_out", "ack", "connect", "presence", "lag"]
-            .iter()
-            .find(|m| c.contains(*m))
-            .map(|m| match *m {
-                "fan_out" => "fanout".to_string(),
-                "lag" => "schedule_lag".to_string(),
-                m => m.to_string(),
-            })
-            .unwrap_or_else(|| "other".to_string());
+        let metric = [
+            "fanout", "fan_out", "ack", "connect", "presence", "direct", "lag",
+        ]
+        .iter()
+        .find(|m| c.contains(*m))
+        .map(|m| match *m {
+            "fan_out" => "fanout".to_string(),
+            "lag" => "schedule_lag".to_string(),
+            m => m.to_string(),
+        })
+        .unwrap_or_else(|| "other".to_string());
         return SeriesGroup::Latency(metric);
     }
     if has(&[
-        "error", "close", "reject", "fail", "timeout", "refus", "drop",
+        "error",
+        "close",
+        "reject",
+        "fail",
+        "timeout",
+        "refus",
+        "drop",
+        "unexpected",
     ]) {
         SeriesGroup::Errors
-    } else if has(&[
-        "connected",
-        "peers",
-        "connections",
-        "online",
-        "conn",
-        "subscribed",
-        "members",
-    ]) {
+    } else if has(&["cpu", "rss", "memory"]) {
+        SeriesGroup::Harness
+    } else if c == "connected"
+        || has(&[
+            "peers",
+            "connections",
+            "online",
+            "subscribed",
+            "members",
+            "open_conn",
+        ])
+    {
         SeriesGroup::Connected
+    } else if has(&["connect"]) {
+        SeriesGroup::Churn
     } else if has(&["publish", "sent", "send", "pub"]) {
         SeriesGroup::Publishes
     } else if has(&["deliver", "recv", "received", "fanout", "messages"]) {
@@ -985,20 +1137,23 @@ fn timeseries_section(run: &RunDir) -> Result<String, ReportError> {
 /// Columns of the delivery tables, in the order people read them.
 const DELIVERY_COLS: [&str; 5] = ["expected", "delivered", "lost", "duplicated", "reordered"];
 
-/// Per-population delivery objects, from `delivery.{populations|per_population|by_population}`
-/// or top-level `populations` (maps or lists with a `name`), each holding counters directly or
-/// under `delivery`.
-pub fn population_delivery(s: &Value) -> Vec<(String, serde_json::Map<String, Value>)> {
+/// Per-population accounting of `kind` (`delivery` or `directs`), from `<kind>_by_population`,
+/// `<kind>.{populations|per_population|by_population}` or (for `delivery`) top-level
+/// `populations` (maps or lists with a `name`), each holding counters directly or under `<kind>`.
+pub fn population_delivery(s: &Value, kind: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
     let mut out = Vec::new();
-    let sources = [
-        lookup(s, "delivery.populations"),
-        lookup(s, "delivery.per_population"),
-        lookup(s, "delivery.by_population"),
-        s.get("populations"),
-        s.get("per_population"),
+    let mut sources = vec![
+        s.get(format!("{kind}_by_population").as_str()),
+        lookup(s, &format!("{kind}.populations")),
+        lookup(s, &format!("{kind}.per_population")),
+        lookup(s, &format!("{kind}.by_population")),
     ];
+    if kind == "delivery" {
+        sources.push(s.get("populations"));
+        sources.push(s.get("per_population"));
+    }
     let pick = |v: &Value| -> Option<serde_json::Map<String, Value>> {
-        let d = v.get("delivery").unwrap_or(v);
+        let d = v.get(kind).unwrap_or(v);
         d.as_object()
             .filter(|o| o.contains_key("expected") || o.contains_key("delivered"))
             .cloned()
@@ -1036,14 +1191,39 @@ pub fn population_delivery(s: &Value) -> Vec<(String, serde_json::Map<String, Va
 
 fn delivery_section(s: &Value) -> String {
     let mut b = String::from("<h2>Delivery</h2>\n");
+    match delivery_table(s, "delivery") {
+        Some(t) => {
+            b.push_str("<h3>Channel messages, by receiving population</h3>\n");
+            b.push_str(&t);
+        }
+        None => b.push_str("<div class=\"note\">summary.json has no delivery accounting.</div>\n"),
+    }
+    let directs_used = lookup(s, "directs.expected")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+        > 0.0
+        || lookup(s, "directs.delivered")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            > 0.0;
+    if directs_used && let Some(t) = delivery_table(s, "directs") {
+        b.push_str("<h3>Direct messages, by receiving population</h3>\n");
+        b.push_str(&t);
+    }
+    b.push_str("<p class=\"sub\">Expected: copies the engine's membership timeline says each subscriber must receive (subscribed before the send, still subscribed after it should have arrived, publisher excluded). Lost, duplicated and reordered count per publisher → subscriber pair.</p>\n");
+    b
+}
+
+/// The accounting table of `kind`: the total row, then one row per population.
+fn delivery_table(s: &Value, kind: &str) -> Option<String> {
+    let mut b = String::new();
     let mut rows: Vec<(String, serde_json::Map<String, Value>)> = Vec::new();
-    if let Some(Value::Object(total)) = s.get("delivery") {
+    if let Some(Value::Object(total)) = s.get(kind) {
         rows.push(("all populations".into(), total.clone()));
     }
-    rows.extend(population_delivery(s));
+    rows.extend(population_delivery(s, kind));
     if rows.is_empty() {
-        b.push_str("<div class=\"note\">summary.json has no delivery accounting.</div>\n");
-        return b;
+        return None;
     }
     let mut cols: Vec<String> = DELIVERY_COLS.iter().map(|c| c.to_string()).collect();
     for (_, r) in &rows {
@@ -1064,19 +1244,24 @@ fn delivery_section(s: &Value) -> String {
             let v = r.get(c).and_then(Value::as_f64);
             let bad = matches!(
                 c.as_str(),
-                "lost" | "duplicated" | "reordered" | "unexpected"
+                "lost" | "duplicated" | "reordered" | "unexpected" | "loss_ratio"
             ) && v.is_some_and(|x| x > 0.0);
             let cls = if bad { "n bad" } else { "n" };
             let _ = write!(
                 b,
                 "<td class=\"{cls}\">{}</td>",
-                v.map(fmt_num).unwrap_or("—".into())
+                match v {
+                    Some(x) if c.ends_with("_ratio") =>
+                        format!("{}%", fmt_num((x * 100.0 * 1e4).round() / 1e4)),
+                    Some(x) => fmt_num(x),
+                    None => "—".into(),
+                }
             );
         }
         b.push_str("</tr>\n");
     }
-    b.push_str("</table>\n<p class=\"sub\">Expected: copies the engine's membership timeline says each subscriber must receive (subscribed before the send, still subscribed after it should have arrived, publisher excluded). Lost, duplicated and reordered count per publisher → subscriber pair.</p>\n");
-    b
+    b.push_str("</table>\n");
+    Some(b)
 }
 
 /// Name of a WebSocket close code (RFC 6455 and SPEC §close codes).
@@ -1143,21 +1328,34 @@ fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> String {
 }
 
 /// Top-level summary keys the sections above already show.
-const SHOWN_KEYS: [&str; 22] = [
+const SHOWN_KEYS: &[&str] = &[
+    "schema",
     "scenario",
+    "scenario_file",
     "target",
+    "started_at",
     "peers",
+    "workers",
+    "seed",
     "duration_s",
+    "stopped_early",
     "valid",
     "reason",
+    "invalid_reasons",
     "valid_reason",
     "invalid_reason",
     "validity_reason",
     "latency",
     "delivery",
+    "delivery_by_population",
+    "directs",
+    "directs_by_population",
     "errors",
     "closes",
     "thresholds",
+    "thresholds_passed",
+    "warnings",
+    "files",
     "command",
     "argv",
     "command_line",
@@ -1196,6 +1394,7 @@ fn extra_section(s: &Value) -> String {
     };
     let mut scalars = Vec::new();
     let mut blocks = String::new();
+    let mut lists = String::new();
     for (k, v) in top {
         if SHOWN_KEYS.contains(&k.as_str()) || k.ends_with("_us") && is_stats(v) {
             continue;
@@ -1246,26 +1445,26 @@ fn extra_section(s: &Value) -> String {
                 if l.is_empty() {
                     continue;
                 }
-                let _ = write!(blocks, "<h3><code>{}</code></h3><table>", esc(k));
+                let _ = write!(lists, "<div><h3><code>{}</code></h3><table>", esc(k));
                 for (p, val) in l {
                     let _ = write!(
-                        blocks,
+                        lists,
                         "<tr><td><code>{}</code></td><td class=\"n\">{}</td></tr>",
                         esc(&p),
                         esc(&val)
                     );
                 }
-                blocks.push_str("</table>\n");
+                lists.push_str("</table></div>\n");
             }
             other => scalars.push((k.clone(), fmt_value(other))),
         }
     }
-    if scalars.is_empty() && blocks.is_empty() {
+    if scalars.is_empty() && blocks.is_empty() && lists.is_empty() {
         return String::new();
     }
-    let mut b = String::from("<h2>More from summary.json</h2>\n");
+    let mut b = String::from("<h2>More from summary.json</h2>\n<div class=\"more\">");
     if !scalars.is_empty() {
-        b.push_str("<table>");
+        b.push_str("<div><h3>other fields</h3><table>");
         for (k, v) in scalars {
             let _ = write!(
                 b,
@@ -1274,8 +1473,10 @@ fn extra_section(s: &Value) -> String {
                 esc(&v)
             );
         }
-        b.push_str("</table>\n");
+        b.push_str("</table></div>\n");
     }
+    b.push_str(&lists);
+    b.push_str("</div>\n");
     b.push_str(&blocks);
     b
 }
@@ -1334,7 +1535,23 @@ mod tests {
         assert_eq!(group_of("connected"), SeriesGroup::Connected);
         assert_eq!(group_of("publishes_per_s"), SeriesGroup::Publishes);
         assert_eq!(group_of("deliveries"), SeriesGroup::Deliveries);
-        assert_eq!(group_of("cpu_pct"), SeriesGroup::Other);
+        assert_eq!(group_of("acks"), SeriesGroup::Other);
+        // The load engine's columns (src/report/files.rs TimeseriesRow).
+        assert_eq!(group_of("connect_attempts"), SeriesGroup::Churn);
+        assert_eq!(group_of("disconnects"), SeriesGroup::Churn);
+        assert_eq!(group_of("connect_failures"), SeriesGroup::Errors);
+        assert_eq!(group_of("unexpected_frames"), SeriesGroup::Errors);
+        assert_eq!(group_of("directs_sent"), SeriesGroup::Publishes);
+        assert_eq!(group_of("directs_received"), SeriesGroup::Deliveries);
+        assert_eq!(
+            group_of("fanout_max_us"),
+            SeriesGroup::Latency("fanout".into())
+        );
+        assert_eq!(
+            group_of("schedule_lag_p99_us"),
+            SeriesGroup::Latency("schedule_lag".into())
+        );
+        assert_eq!(group_of("harness_cpu_percent"), SeriesGroup::Harness);
     }
 
     #[test]
