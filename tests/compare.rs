@@ -76,8 +76,7 @@ fn write_run(dir: &Path, seed: u64, extra_fanout_us: u64, lost: u64) {
     let mut csv = String::from(
         "second,phase,connected,connect_attempts,connects,connect_failures,disconnects,publishes,deliveries,directs_sent,directs_received,presence_events,acks,errors,closes,unexpected_frames,fanout_p50_us,fanout_p99_us,fanout_max_us,ack_p99_us,presence_p99_us,schedule_lag_p99_us,harness_cpu_percent\n",
     );
-    for s in 0..SECONDS as usize {
-        let f = &per_second[0][s];
+    for (s, f) in per_second[0].iter().enumerate() {
         let connects = if s < 2 { 100 } else { 0 };
         csv.push_str(&format!(
             "{s},{},{},{connects},{connects},0,0,200,{},0,0,60,200,{},{},0,{},{},{},{},{},{},{:.1}\n",
