@@ -350,34 +350,47 @@ pub struct Outcome {
     pub new: f64,
     /// True when the failure condition holds: the comparison fails.
     pub triggered: bool,
+    /// The summary holds a boolean here (shown as true/false, not 1/0).
+    pub boolean: bool,
 }
 
 impl Outcome {
+    /// A value of this metric as people read it: ms for latencies, true/false for flags.
+    pub fn show(&self, v: f64) -> String {
+        if v.is_nan() {
+            "—".into()
+        } else if self.boolean {
+            (v != 0.0).to_string()
+        } else if is_micros(&self.path) {
+            format!("{} ms", fmt_ms(v))
+        } else {
+            fmt_num(v)
+        }
+    }
+
+    /// The change from BASE to NEW: `+20.2 ms, +100.5%`, or `—` for flags and missing values.
+    pub fn change(&self) -> String {
+        if self.boolean || self.base.is_nan() {
+            return "—".into();
+        }
+        let delta = self.new - self.base;
+        let sign = if delta >= 0.0 { "+" } else { "" };
+        let d = if is_micros(&self.path) {
+            format!("{sign}{} ms", fmt_ms(delta))
+        } else {
+            format!("{sign}{}", fmt_num(delta))
+        };
+        format!("{d}, {}", fmt_pct(self.base, self.new))
+    }
+
     /// `latency.fanout_us.p99: base 20.1 ms, new 40.3 ms (+20.2 ms, +100.5%)`.
     pub fn describe(&self) -> String {
-        let show = |v: f64| {
-            if is_micros(&self.path) {
-                format!("{} ms", fmt_ms(v))
-            } else {
-                fmt_num(v)
-            }
-        };
-        let delta = self.new - self.base;
-        let d = if is_micros(&self.path) {
-            format!(
-                "{}{} ms",
-                if delta >= 0.0 { "+" } else { "" },
-                fmt_ms(delta)
-            )
-        } else {
-            format!("{}{}", if delta >= 0.0 { "+" } else { "" }, fmt_num(delta))
-        };
         format!(
-            "{}: base {}, new {} ({d}, {})",
+            "{}: base {}, new {} ({})",
             self.path,
-            show(self.base),
-            show(self.new),
-            fmt_pct(self.base, self.new)
+            self.show(self.base),
+            self.show(self.new),
+            self.change()
         )
     }
 }
@@ -486,6 +499,7 @@ pub fn evaluate(
         base: base_v,
         new: new_v,
         triggered,
+        boolean: false,
     })
 }
 
@@ -534,11 +548,16 @@ pub fn main(args: CompareArgs) -> anyhow::Result<i32> {
     let fb = flatten(&base.summary);
     let fnew = flatten(&new.summary);
     // Resolve every rule before writing anything: a typo is "could not run", not a verdict.
-    let outcomes = args
+    let mut outcomes = args
         .fail_on
         .iter()
         .map(|r| evaluate(r, &fb, &fnew))
         .collect::<Result<Vec<_>, _>>()?;
+    for o in &mut outcomes {
+        o.boolean = [&new.summary, &base.summary]
+            .iter()
+            .any(|s| html::lookup(s, &o.path).is_some_and(Value::is_boolean));
+    }
 
     print!("{}", text_table(&base, &new, &fb, &fnew));
     if !args.no_html {
@@ -722,21 +741,14 @@ fn render_html(
             } else {
                 ("ok", "ok")
             };
-            let show = |v: f64| {
-                if is_micros(&o.path) {
-                    format!("{} ms", fmt_ms(v))
-                } else {
-                    fmt_num(v)
-                }
-            };
             let _ = writeln!(
                 b,
                 "<tr><td><code>{}</code></td><td class=\"{cls}\">{txt}</td><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 esc(&o.rule.text),
                 esc(&o.path),
-                show(o.base),
-                show(o.new),
-                fmt_pct(o.base, o.new)
+                o.show(o.base),
+                o.show(o.new),
+                o.change()
             );
         }
         b.push_str("</table>\n");
@@ -753,6 +765,7 @@ fn render_html(
         .chain(new_stats.keys())
         .collect();
     for m in html::metric_order(names) {
+        let core = html::CORE_METRICS.contains(&m.as_str());
         let mut series = Vec::new();
         let mut sources = Vec::new();
         for (label, run, stats) in [("BASE", base, &base_stats), ("NEW", new, &new_stats)] {
@@ -788,6 +801,9 @@ fn render_html(
         }
         let title = html::metric_title(&m);
         if series.iter().all(|s| s.points.is_empty()) {
+            if !core {
+                continue;
+            }
             let _ = writeln!(
                 b,
                 "<div class=\"note\">{}: no samples in either run.</div>",
