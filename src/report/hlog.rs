@@ -302,6 +302,24 @@ mod tests {
     }
 
     #[test]
+    fn same_tag_in_several_files_adds_up() {
+        // Two workers' logs of one metric: the merge is the union of their samples.
+        let dir = tempfile::tempdir().unwrap();
+        let a: Vec<Vec<u64>> = vec![(1..=300).collect()];
+        let b: Vec<Vec<u64>> = vec![(301..=500).collect(), vec![10_000]];
+        write_log(&dir.path().join("w0.hlog"), true, &a);
+        write_log(&dir.path().join("w1.hlog"), true, &b);
+        let only_w0 = read_files(&[dir.path().join("w0.hlog")]).unwrap();
+        assert_eq!(only_w0["fanout"].total.len(), 300);
+        let logs = read_dir(dir.path()).unwrap();
+        let f = &logs["fanout"];
+        assert_eq!(f.total.len(), 501);
+        assert_eq!(f.total.max(), f.total.highest_equivalent(10_000));
+        assert_eq!(f.files.len(), 2);
+        assert_eq!(f.intervals.len(), 3);
+    }
+
+    #[test]
     fn garbage_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.hlog");

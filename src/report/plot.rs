@@ -154,6 +154,13 @@ pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<S
             .x_label_area_size(50)
             .y_label_area_size(72)
             .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
+        let series: Vec<Series> = series
+            .iter()
+            .map(|s| Series {
+                name: s.name.clone(),
+                points: decimate(&finite(&s.points), MAX_LINE_POINTS),
+            })
+            .collect();
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
@@ -196,6 +203,34 @@ fn draw(
         message: format!("{e} ({} series)", series.len()),
     })?;
     Ok(svg)
+}
+
+/// Most points one time-series line draws; longer series keep each bucket's lowest and
+/// highest point, so a one-second spike in an hour-long soak still shows.
+const MAX_LINE_POINTS: usize = 1200;
+
+/// Reduces a line to at most about `max` points, keeping the extremes of each bucket in x order.
+pub fn decimate(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max < 4 {
+        return points.to_vec();
+    }
+    let buckets = max / 2;
+    let size = points.len().div_ceil(buckets);
+    let mut out = Vec::with_capacity(buckets * 2);
+    for chunk in points.chunks(size) {
+        let lo = chunk.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+        let hi = chunk.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if lo.0 <= hi.0 {
+                out.push(lo);
+                out.push(hi);
+            } else {
+                out.push(hi);
+                out.push(lo);
+            }
+        }
+    }
+    out
 }
 
 fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
@@ -255,6 +290,17 @@ mod tests {
         assert!((y - 1000.0).abs() < 1.0, "{y}");
         assert!(pts.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(percentile_points(&Histogram::<u64>::new(3).unwrap(), 1.0).is_empty());
+    }
+
+    #[test]
+    fn decimation_keeps_spikes_and_order() {
+        let mut pts: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, 1.0)).collect();
+        pts[7_777].1 = 500.0;
+        let d = decimate(&pts, 1200);
+        assert!(d.len() <= 1200);
+        assert!(d.contains(&(7_777.0, 500.0)));
+        assert!(d.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(decimate(&pts[..10], 1200).len(), 10);
     }
 
     #[test]
