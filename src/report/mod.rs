@@ -1,1 +1,5 @@
 //! Run reports. Placeholder: being written.
+
+pub mod hlog;
+pub mod html;
+pub mod plot;
