@@ -1,4 +1,8 @@
-//! The load engine (`stampede run`). Placeholder: being written.
+//! The load engine (`stampede run`). Being written.
+
+pub mod plan;
+pub mod scenario;
+pub mod thresholds;
 
 use clap::Args;
 
