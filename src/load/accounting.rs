@@ -123,7 +123,9 @@ impl PairRx {
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(move |(i, &w)| {
             let base = self.base + i as u32 * 64;
-            (0..64).filter(move |b| w & (1u64 << b) != 0).map(move |b| base + b)
+            (0..64)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| base + b)
         })
     }
 
@@ -175,7 +177,11 @@ pub fn account(
     };
     let mut channel: BTreeMap<String, Delivery> = BTreeMap::new();
     let mut direct: BTreeMap<String, Delivery> = BTreeMap::new();
-    let index: HashMap<u32, usize> = logs.iter().enumerate().map(|(i, l)| (l.global, i)).collect();
+    let index: HashMap<u32, usize> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.global, i))
+        .collect();
 
     // Publishers of each room.
     let mut publishers: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -205,14 +211,15 @@ pub fn account(
                     .ok()
                     .map(|k| &sess.rx[k].1);
                 let log = &p.publishes;
-                let (lo, hi) = if sess.subscribed_us > 0 && sess.left_us > sess.subscribed_us + grace_us {
-                    let lo = log.partition_point(|e| sent_of(*e) <= sess.subscribed_us);
-                    let until = sess.left_us - grace_us;
-                    let hi = log.partition_point(|e| sent_of(*e) < until).max(lo);
-                    (lo, hi)
-                } else {
-                    (0, 0)
-                };
+                let (lo, hi) =
+                    if sess.subscribed_us > 0 && sess.left_us > sess.subscribed_us + grace_us {
+                        let lo = log.partition_point(|e| sent_of(*e) <= sess.subscribed_us);
+                        let until = sess.left_us - grace_us;
+                        let hi = log.partition_point(|e| sent_of(*e) < until).max(lo);
+                        (lo, hi)
+                    } else {
+                        (0, 0)
+                    };
                 for (i, e) in log.iter().enumerate().take(hi).skip(lo) {
                     let got = pair.is_some_and(|x| x.contains(i as u32));
                     match status_of(*e) {
@@ -330,9 +337,10 @@ pub fn account(
     for (ti, t) in logs.iter().enumerate() {
         let d = direct.entry(pop(t.population)).or_default();
         for &(sender, dseq, _) in &received[ti] {
-            let known = index
-                .get(&sender)
-                .is_some_and(|&si| (dseq as usize) < logs[si].directs.len() && logs[si].directs[dseq as usize].target == t.global);
+            let known = index.get(&sender).is_some_and(|&si| {
+                (dseq as usize) < logs[si].directs.len()
+                    && logs[si].directs[dseq as usize].target == t.global
+            });
             if !known {
                 d.unexpected += 1;
             }
@@ -357,7 +365,10 @@ mod tests {
         }
         assert_eq!(p.dups, 1);
         assert_eq!(p.reorders, 2); // 102 after 103, 5 after 103
-        assert_eq!(p.iter().collect::<Vec<_>>(), vec![5, 100, 101, 102, 103, 200]);
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![5, 100, 101, 102, 103, 200]
+        );
         assert!(p.contains(5) && p.contains(200) && !p.contains(104));
         assert_eq!(p.distinct(), 6);
         assert!(!p.insert(u32::MAX));
@@ -457,11 +468,31 @@ mod tests {
     fn directs_are_expected_while_the_target_is_connected() {
         let mut logs = two_peers();
         logs[0].directs = vec![
-            DirectRec { target: 1, status: ACKED, sent_rel_us: 30_000 },
-            DirectRec { target: 1, status: ACKED, sent_rel_us: 40_000 },
-            DirectRec { target: 1, status: REJECTED, sent_rel_us: 50_000 },
-            DirectRec { target: 1, status: ACKED, sent_rel_us: 90_000 }, // leaving margin
-            DirectRec { target: 1, status: ACKED, sent_rel_us: 60_000 },
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 30_000,
+            },
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 40_000,
+            },
+            DirectRec {
+                target: 1,
+                status: REJECTED,
+                sent_rel_us: 50_000,
+            },
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 90_000,
+            }, // leaving margin
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 60_000,
+            },
         ];
         logs[1].sessions[0].direct_rx = vec![(0, 1), (0, 0), (0, 1), (0, 3), (0, 7)];
         let (_, dm) = account(&logs, &names(), 20_000);

@@ -41,7 +41,10 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     #[error("timed out during {stage} after {after:?}")]
-    Timeout { stage: &'static str, after: Duration },
+    Timeout {
+        stage: &'static str,
+        after: Duration,
+    },
     #[error("the server answered the upgrade with HTTP {status}")]
     Http { status: u16 },
     #[error("the server closed with {code} ({}) before welcome{}", close::name(*code), if reason.is_empty() { String::new() } else { format!(": {reason}") })]
@@ -89,6 +92,9 @@ impl ConnectError {
                     .into(),
             ),
             ConnectError::Closed { code, .. } => close_advice(*code),
+            ConnectError::Tcp { source, addr } if source.kind() == std::io::ErrorKind::ConnectionRefused => Some(format!(
+                "nothing listens at {addr}: is the server running? (e.g. stampede serve --listen {addr} --ip-connect-limit 0)"
+            )),
             ConnectError::Tcp { source, addr } if source.kind() == std::io::ErrorKind::AddrNotAvailable => Some(format!(
                 "out of source ports towards {addr}: one source address reaches one server port at most 28,232 times; use more --workers (each gets its own 127.x.y.z source) or more --target servers"
             )),
@@ -140,7 +146,9 @@ impl Endpoint {
         let rest = if let Some(r) = url.strip_prefix("ws://") {
             r
         } else if url.starts_with("wss://") {
-            return Err(bad("wss:// is not supported (the harness drives local servers over ws://)"));
+            return Err(bad(
+                "wss:// is not supported (the harness drives local servers over ws://)",
+            ));
         } else {
             return Err(bad("must start with ws://, e.g. ws://127.0.0.1:8080/v1"));
         };
@@ -327,7 +335,9 @@ async fn read_welcome(ws: &mut Ws) -> Result<Welcome, ConnectError> {
                 return Err(ConnectError::Closed { code, reason });
             }
             Some(Ok(Message::Binary(_))) => {
-                return Err(ConnectError::Protocol("a binary frame before welcome".into()));
+                return Err(ConnectError::Protocol(
+                    "a binary frame before welcome".into(),
+                ));
             }
             Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
             Some(Err(e)) => return Err(ConnectError::Handshake(e.to_string())),
@@ -356,7 +366,11 @@ pub fn truncate(s: &str, n: usize) -> &str {
 /// derived from the run so consecutive runs use fresh addresses (TIME_WAIT buckets of a
 /// previous run never collide with this one's).
 pub fn source_ip(run_tag: &str, worker: u32) -> Ipv4Addr {
-    let h = super::plan::mix(run_tag.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)));
+    let h = super::plan::mix(
+        run_tag
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)),
+    );
     let a = 64 + (h % 190) as u8; // 127.64.x.x .. 127.253.x.x
     let b = (h >> 8) as u8;
     Ipv4Addr::new(127, a, b, (worker % 254 + 1) as u8)
@@ -373,9 +387,15 @@ mod tests {
         assert!(ep.is_loopback_v4());
         let ep = Endpoint::resolve("ws://localhost:9").await.unwrap();
         assert!(ep.base.ends_with("/v1"));
-        let e = Endpoint::resolve("wss://x/v1").await.unwrap_err().to_string();
+        let e = Endpoint::resolve("wss://x/v1")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("wss"), "{e}");
-        let e = Endpoint::resolve("http://x/v1").await.unwrap_err().to_string();
+        let e = Endpoint::resolve("http://x/v1")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ws://"), "{e}");
     }
 
@@ -407,8 +427,16 @@ mod tests {
 
     #[test]
     fn advice_names_limits_and_fixes() {
-        assert!(ConnectError::Http { status: 429 }.advice().unwrap().contains("--ip-connect-limit 0"));
-        let c = ConnectError::Closed { code: 4010, reason: String::new() };
+        assert!(
+            ConnectError::Http { status: 429 }
+                .advice()
+                .unwrap()
+                .contains("--ip-connect-limit 0")
+        );
+        let c = ConnectError::Closed {
+            code: 4010,
+            reason: String::new(),
+        };
         assert!(c.advice().unwrap().contains("maxConcurrentConnections"));
         assert!(close_advice(4011).unwrap().contains("rate"));
         assert_eq!(c.kind(), "close_4010");

@@ -154,7 +154,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(local, id.to_owned());
-        let mut by_id = self.server_ids.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_id = self
+            .server_ids
+            .by_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(old) = old {
             by_id.remove(&old);
         }
@@ -163,7 +167,11 @@ impl Shared {
 
     /// The id to address `local` with in a `send`.
     pub fn wire_id(&self, local: u32) -> Option<String> {
-        let ids = self.server_ids.by_local.lock().unwrap_or_else(|p| p.into_inner());
+        let ids = self
+            .server_ids
+            .by_local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match ids.get(&local) {
             Some(id) => Some(id.clone()),
             None => Some(self.peer_id(self.locals[local as usize])),
@@ -172,7 +180,10 @@ impl Shared {
 
     /// The local index of a peer named `id` on the wire, if it is one of ours.
     pub fn local_of_id(&self, id: &str) -> Option<u32> {
-        let global = match id.strip_prefix(self.id_prefix.as_str()).and_then(|n| n.parse::<u32>().ok()) {
+        let global = match id
+            .strip_prefix(self.id_prefix.as_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        {
             Some(g) => g,
             None => *self
                 .server_ids
@@ -456,7 +467,12 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         established: totals.counts.connects,
         failed: totals.counts.connect_failures,
         failures: events.failures,
-        peak_connected: collector.intervals.iter().map(|i| i.connected).max().unwrap_or(0),
+        peak_connected: collector
+            .intervals
+            .iter()
+            .map(|i| i.connected)
+            .max()
+            .unwrap_or(0),
     };
     let mut run = RunData {
         scenario: s.name.clone(),

@@ -128,7 +128,9 @@ pub fn list_scenarios(args: ScenariosArgs) -> anyhow::Result<i32> {
         let (_, text) = scenario::BUILTIN
             .iter()
             .find(|(n, _)| *n == name)
-            .with_context(|| format!("no built-in scenario named `{name}`; `stampede scenarios` lists them"))?;
+            .with_context(|| {
+                format!("no built-in scenario named `{name}`; `stampede scenarios` lists them")
+            })?;
         print!("{text}");
         return Ok(0);
     }
@@ -137,7 +139,9 @@ pub fn list_scenarios(args: ScenariosArgs) -> anyhow::Result<i32> {
     for (name, description) in list {
         println!("{name:<width$}  {description}");
     }
-    println!("\nrun one with `stampede run NAME` (or a path to a .toml file); `stampede scenarios NAME` prints its file");
+    println!(
+        "\nrun one with `stampede run NAME` (or a path to a .toml file); `stampede scenarios NAME` prints its file"
+    );
     Ok(0)
 }
 
@@ -166,8 +170,14 @@ async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
     } else {
         let creds = Creds {
             key_id: args.key_id.clone().unwrap_or_else(|| "sk_id_dev".into()),
-            secret: args.secret.clone().unwrap_or_else(|| "sk_secret_dev".into()),
-            publishable: args.publishable_key.clone().or_else(|| Some("pk_live_dev".into())),
+            secret: args
+                .secret
+                .clone()
+                .unwrap_or_else(|| "sk_secret_dev".into()),
+            publishable: args
+                .publishable_key
+                .clone()
+                .or_else(|| Some("pk_live_dev".into())),
         };
         (args.targets.clone(), creds, None)
     };
@@ -222,7 +232,15 @@ async fn probe(t: &Targets, sc: &Scenario, run_tag: &str) -> anyhow::Result<()> 
                 )
             )
         };
-        match connect::open(ep, &query, None, connect::ws_config(0), Duration::from_secs(3)).await {
+        match connect::open(
+            ep,
+            &query,
+            None,
+            connect::ws_config(0),
+            Duration::from_secs(3),
+        )
+        .await
+        {
             Ok((mut ws, _)) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
             }
@@ -253,7 +271,9 @@ pub async fn run_scenario(
     target: &crate::target::Target,
     stop: Stop,
 ) -> anyhow::Result<RunData> {
-    scenario.validate().map_err(|(path, msg)| anyhow::anyhow!("`{path}`: {msg}"))?;
+    scenario
+        .validate()
+        .map_err(|(path, msg)| anyhow::anyhow!("`{path}`: {msg}"))?;
     let endpoint = Endpoint::resolve(&target.ws_url).await?;
     let run_tag = new_run_tag();
     let source_ip = endpoint
@@ -269,7 +289,10 @@ pub async fn run_scenario(
         embedded: target.embedded,
         creds: Creds {
             key_id: target.key_id.clone().unwrap_or_else(|| "sk_id_dev".into()),
-            secret: target.secret.clone().unwrap_or_else(|| "sk_secret_dev".into()),
+            secret: target
+                .secret
+                .clone()
+                .unwrap_or_else(|| "sk_secret_dev".into()),
             publishable: target.publishable_key.clone(),
         },
         source_ip,
@@ -353,14 +376,22 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
         };
         let live = Live::new(t0_us, t0_us + sc.duration.as_us(), sc.grace.as_us(), {
             let layout = plan::Layout::build(&sc, shard.count, t.endpoints.len() as u32);
-            layout.peers.iter().filter(|p| p.shard == shard.index).count() as u64
+            layout
+                .peers
+                .iter()
+                .filter(|p| p.shard == shard.index)
+                .count() as u64
         });
         let ticker = if args.emit_result {
             Some(worker::spawn_ticker(live.clone()))
         } else {
             None
         };
-        let view = progress::spawn(live.clone(), sc.name.clone(), args.quiet || args.emit_result);
+        let view = progress::spawn(
+            live.clone(),
+            sc.name.clone(),
+            args.quiet || args.emit_result,
+        );
         let r = run_local(setup, stop, Some(live.clone())).await;
         live.done.store(true, std::sync::atomic::Ordering::Release);
         let _ = view.await;
@@ -442,7 +473,12 @@ async fn coordinate(
         }
         commands.push(a);
     }
-    let live = Live::new(t0_us, t0_us + sc.duration.as_us(), sc.grace.as_us(), sc.peers());
+    let live = Live::new(
+        t0_us,
+        t0_us + sc.duration.as_us(),
+        sc.grace.as_us(),
+        sc.peers(),
+    );
     let view = progress::spawn(live.clone(), format!("{} ×{n}", sc.name), args.quiet);
     let deadline = Duration::from_micros(t0_us.saturating_sub(now_us()))
         + sc.duration.0
@@ -493,7 +529,10 @@ fn finish(args: &RunArgs, sc: &Scenario, run: RunData) -> anyhow::Result<i32> {
         .map(|p| p.ramp.0.as_secs_f64())
         .fold(0.0, f64::max);
     crate::report::write_run_dir(&dir, &run, &mut summary, ramp_s)?;
-    print!("{}", crate::report::text::render(&summary, &dir.display().to_string()));
+    print!(
+        "{}",
+        crate::report::text::render(&summary, &dir.display().to_string())
+    );
     if run.connections.established == 0 {
         let why = run
             .connections

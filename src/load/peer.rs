@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::accounting::{
-    ACKED, DirectRec, PENDING, PairRx, REJECTED, SessionLog, UNCONFIRMED, pack, sent_of,
-    status_of, with_status,
+    ACKED, DirectRec, PENDING, PairRx, REJECTED, SessionLog, UNCONFIRMED, pack, sent_of, status_of,
+    with_status,
 };
 use super::connect::{self, ConnectError, Welcome, Ws};
 use super::engine::Shared;
@@ -237,18 +237,17 @@ impl Peer {
                 let exp = match &pop.token {
                     Some(t) => now_s + t.ttl.0.as_secs().max(2) as i64,
                     // Long enough for the run, so no token expires by accident.
-                    None => {
-                        now_s + 3600 + (self.sh.scenario.duration.0.as_secs() as i64) * 2
-                    }
+                    None => now_s + 3600 + (self.sh.scenario.duration.0.as_secs() as i64) * 2,
                 };
                 let room = self.plan.channel.map(|c| c.to_string()).unwrap_or_default();
                 let claims = Claims {
                     sub: Some(self.id.clone()),
                     exp: Some(exp),
                     iat: Some(now_s),
-                    peer_metadata: pop.peer_metadata.as_ref().map(|m| {
-                        template(m, &self.id, self.plan.pos, &room, &pop.name)
-                    }),
+                    peer_metadata: pop
+                        .peer_metadata
+                        .as_ref()
+                        .map(|m| template(m, &self.id, self.plan.pos, &room, &pop.name)),
                     ..Default::default()
                 };
                 let (kid, secret) = (&self.sh.creds.key_id, &self.sh.creds.secret);
@@ -258,7 +257,8 @@ impl Peer {
     }
 
     async fn connect(&mut self) -> Result<(Ws, Welcome), ConnectError> {
-        let _permit = self.sh.handshakes.acquire().await;
+        let sh = self.sh.clone();
+        let _permit = sh.handshakes.acquire().await;
         let started = self.now();
         let query = self.query(started);
         let ep = &self.sh.endpoints[self.plan.target as usize % self.sh.endpoints.len()];
@@ -373,7 +373,12 @@ impl Peer {
         self.out
     }
 
-    async fn session(&mut self, mut ws: Ws, welcome: Welcome, stop: &mut watch::Receiver<bool>) -> End {
+    async fn session(
+        &mut self,
+        mut ws: Ws,
+        welcome: Welcome,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
         let now = self.now();
         self.session_no += 1;
         self.out.sessions_started += 1;
@@ -462,7 +467,9 @@ impl Peer {
         s.subscribed = true;
         s.sub_deadline = u64::MAX;
         if let Some(since) = self.reconnect_since.take() {
-            self.sh.metrics.record(Metric::Reconnect, now.saturating_sub(since));
+            self.sh
+                .metrics
+                .record(Metric::Reconnect, now.saturating_sub(since));
         }
         if let Some(i) = self.storm_pending.take() {
             self.out.storms[i].1 += 1;
@@ -497,14 +504,22 @@ impl Peer {
             d = d.min(at);
         }
         if s.subscribed && !s.draining && !s.leaving {
-            for t in [&self.publish, &self.direct, &self.oversize].into_iter().flatten() {
+            for t in [&self.publish, &self.direct, &self.oversize]
+                .into_iter()
+                .flatten()
+            {
                 d = d.min(t.next());
             }
         }
         d
     }
 
-    async fn session_loop(&mut self, ws: &mut Ws, s: &mut Session, stop: &mut watch::Receiver<bool>) -> End {
+    async fn session_loop(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
         let mut deadline = self.next_deadline(s);
         let sleep = tokio::time::sleep_until(self.sh.clock.instant_at(deadline));
         tokio::pin!(sleep);
@@ -617,7 +632,12 @@ impl Peer {
             return None;
         }
         for _ in 0..MAX_BURST {
-            let Some(intended) = self.publish.as_ref().map(Ticker::next).filter(|t| *t <= now) else {
+            let Some(intended) = self
+                .publish
+                .as_ref()
+                .map(Ticker::next)
+                .filter(|t| *t <= now)
+            else {
                 break;
             };
             self.publish.as_mut().map(|t| t.advance(&mut self.rng));
@@ -626,7 +646,8 @@ impl Peer {
             }
         }
         for _ in 0..MAX_BURST {
-            let Some(intended) = self.direct.as_ref().map(Ticker::next).filter(|t| *t <= now) else {
+            let Some(intended) = self.direct.as_ref().map(Ticker::next).filter(|t| *t <= now)
+            else {
                 break;
             };
             self.direct.as_mut().map(|t| t.advance(&mut self.rng));
@@ -634,7 +655,12 @@ impl Peer {
                 return Some(end);
             }
         }
-        if let Some(intended) = self.oversize.as_ref().map(Ticker::next).filter(|t| *t <= now) {
+        if let Some(intended) = self
+            .oversize
+            .as_ref()
+            .map(Ticker::next)
+            .filter(|t| *t <= now)
+        {
             self.oversize.as_mut().map(|t| t.advance(&mut self.rng));
             if s.oversize_pending.is_none()
                 && let Err(end) = self.send_oversize(ws, s, intended).await
@@ -757,11 +783,29 @@ impl Peer {
         let pop = &self.sh.scenario.populations[self.plan.population as usize];
         let acked_mode = pop.publish.as_ref().is_none_or(|p| p.ack);
         let left = log.left_us;
+        let mut unanswered = 0u64;
         for e in &mut self.out.log.publishes[s.pub_start..] {
             if status_of(*e) == PENDING {
                 let survived = sent_of(*e) + grace <= left && !matches!(end, End::Lost);
-                *e = with_status(*e, if !acked_mode && survived { ACKED } else { UNCONFIRMED });
+                if acked_mode && sent_of(*e) + ACK_TIMEOUT_US / 3 <= left {
+                    unanswered += 1;
+                }
+                *e = with_status(
+                    *e,
+                    if !acked_mode && survived {
+                        ACKED
+                    } else {
+                        UNCONFIRMED
+                    },
+                );
             }
+        }
+        if unanswered > 0 {
+            self.sh.event(|ev| {
+                *ev.warnings
+                    .entry("publishes got no ack within 5 s (ACK-1); they are left out of the expected set".into())
+                    .or_default() += unanswered;
+            });
         }
         for d in &mut self.out.log.directs[s.dir_start..] {
             if d.status == PENDING {
@@ -786,31 +830,40 @@ impl Peer {
             s.pending.pop_front();
             self.sh.event(|ev| {
                 *ev.warnings
-                    .entry("requests were never answered (more than 4096 waiting on one connection)".into())
+                    .entry(
+                        "requests were never answered (more than 4096 waiting on one connection)"
+                            .into(),
+                    )
                     .or_default() += 1;
             });
         }
         s.pending.push_back(Pending { kind, id, sent_us });
     }
 
-    fn record_lag(&self, intended: u64, now: u64) {
-        self.sh
-            .metrics
-            .record(Metric::ScheduleLag, now.saturating_sub(intended));
-    }
-
     fn data(&mut self, key: char, seq: u32, intended: u64, size: usize) -> String {
-        let mut d = format!(r#"{{"p":{},"{key}":{seq},"t":{intended},"pad":""#, self.plan.global);
+        let mut d = format!(
+            r#"{{"p":{},"{key}":{seq},"t":{intended},"pad":""#,
+            self.plan.global
+        );
         let pad = size.saturating_sub(d.len() + 2);
         d.extend(std::iter::repeat_n('x', pad));
         d.push_str("\"}");
         d
     }
 
-    async fn send_publish(&mut self, ws: &mut Ws, s: &mut Session, intended: u64) -> Result<(), End> {
-        let Some(ch) = self.plan.channel else { return Ok(()) };
+    async fn send_publish(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        intended: u64,
+    ) -> Result<(), End> {
+        let Some(ch) = self.plan.channel else {
+            return Ok(());
+        };
         let pop = &self.sh.scenario.populations[self.plan.population as usize];
-        let Some(pb) = pop.publish.as_ref() else { return Ok(()) };
+        let Some(pb) = pop.publish.as_ref() else {
+            return Ok(());
+        };
         let ack = pb.ack;
         let size = plan::sample_size(&pb.size, &mut self.rng);
         let seq = self.out.log.publishes.len() as u32;
@@ -838,8 +891,15 @@ impl Peer {
         self.send(ws, frame).await
     }
 
-    async fn send_direct(&mut self, ws: &mut Ws, s: &mut Session, intended: u64) -> Result<(), End> {
-        let Some(ch) = self.plan.channel else { return Ok(()) };
+    async fn send_direct(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        intended: u64,
+    ) -> Result<(), End> {
+        let Some(ch) = self.plan.channel else {
+            return Ok(());
+        };
         let members = &self.sh.rooms[ch as usize];
         if members.len() < 2 {
             return Ok(());
@@ -856,7 +916,9 @@ impl Peer {
             return Ok(()); // nobody online to talk to right now
         };
         let target_global = self.sh.locals[target as usize];
-        let Some(to) = self.sh.wire_id(target) else { return Ok(()) };
+        let Some(to) = self.sh.wire_id(target) else {
+            return Ok(());
+        };
         let pop = &self.sh.scenario.populations[self.plan.population as usize];
         let size = pop
             .direct
@@ -866,7 +928,8 @@ impl Peer {
         let dseq = self.out.log.directs.len() as u32;
         let data = self.data('d', dseq, intended, size);
         let to_json = serde_json::to_string(&to).unwrap_or_default();
-        let frame = format!(r#"{{"type":"send","to":{to_json},"requestId":"d{dseq}","data":{data}}}"#);
+        let frame =
+            format!(r#"{{"type":"send","to":{to_json},"requestId":"d{dseq}","data":{data}}}"#);
         let now = self.now();
         self.out.log.directs.push(DirectRec {
             target: target_global,
@@ -881,10 +944,19 @@ impl Peer {
         self.send(ws, frame).await
     }
 
-    async fn send_oversize(&mut self, ws: &mut Ws, s: &mut Session, intended: u64) -> Result<(), End> {
-        let Some(ch) = self.plan.channel else { return Ok(()) };
+    async fn send_oversize(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        intended: u64,
+    ) -> Result<(), End> {
+        let Some(ch) = self.plan.channel else {
+            return Ok(());
+        };
         let pop = &self.sh.scenario.populations[self.plan.population as usize];
-        let Some(cfg) = pop.oversize.as_ref() else { return Ok(()) };
+        let Some(cfg) = pop.oversize.as_ref() else {
+            return Ok(());
+        };
         let kind = cfg.frames[self.oversize_turn % cfg.frames.len()];
         let expect = cfg.expect;
         self.oversize_turn += 1;
@@ -1048,13 +1120,19 @@ impl Peer {
     }
 
     fn take_pending(&mut self, s: &mut Session, kind: u8, id: u32) -> Option<Pending> {
-        let pos = s.pending.iter().position(|x| x.kind == kind && x.id == id)?;
+        let pos = s
+            .pending
+            .iter()
+            .position(|x| x.kind == kind && x.id == id)?;
         s.pending.remove(pos)
     }
 
     fn on_ack(&mut self, s: &mut Session, rid: &str) {
         let now = self.now();
-        let (kind, num) = match (rid.as_bytes().first(), rid.get(1..).and_then(|n| n.parse::<u32>().ok())) {
+        let (kind, num) = match (
+            rid.as_bytes().first(),
+            rid.get(1..).and_then(|n| n.parse::<u32>().ok()),
+        ) {
             (Some(k), Some(n)) => (*k, n),
             _ => return self.unexpected("ack_for_unknown_request"),
         };
@@ -1108,7 +1186,10 @@ impl Peer {
             *ev.errors.entry(code.to_owned()).or_default() += 1;
         });
         let Some(rid) = rid else { return };
-        let (kind, num) = match (rid.as_bytes().first(), rid.get(1..).and_then(|n| n.parse::<u32>().ok())) {
+        let (kind, num) = match (
+            rid.as_bytes().first(),
+            rid.get(1..).and_then(|n| n.parse::<u32>().ok()),
+        ) {
             (Some(k), Some(n)) => (*k, n),
             _ => return,
         };
@@ -1219,7 +1300,11 @@ async fn close_quietly(ws: &mut Ws) {
 pub fn scan_data(b: &[u8]) -> Option<(u32, u8, u32, u64)> {
     let start = DATA.find(b)? + br#""data":{"p":"#.len();
     let (p, mut i) = digits(b, start)?;
-    if b.get(i) != Some(&b',') || b.get(i + 1) != Some(&b'"') || b.get(i + 3) != Some(&b'"') || b.get(i + 4) != Some(&b':') {
+    if b.get(i) != Some(&b',')
+        || b.get(i + 1) != Some(&b'"')
+        || b.get(i + 3) != Some(&b'"')
+        || b.get(i + 4) != Some(&b':')
+    {
         return None;
     }
     let key = *b.get(i + 2)?;
@@ -1262,7 +1347,9 @@ pub fn template(
         match v {
             Value::String(s) => Value::String(f(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| fill(x, f)).collect()),
-            Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), fill(x, f))).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, x)| (k.clone(), fill(x, f))).collect())
+            }
             other => other.clone(),
         }
     }
@@ -1289,9 +1376,18 @@ mod tests {
         let direct = br#"{"type":"direct","from":"r-7","data":{"p":7,"d":3,"t":5,"pad":""}}"#;
         assert_eq!(scan_data(direct), Some((7, b'd', 3, 5)));
         // Re-serialized data (spaces, other order) is not ours to scan: slow path.
-        assert_eq!(scan_data(br#"{"type":"message","data":{"s":1,"p":2,"t":3}}"#), None);
-        assert_eq!(scan_data(br#"{"type":"message","data":{"p": 2,"s":1,"t":3}}"#), None);
-        assert_eq!(scan_data(br#"{"type":"message","data":{"p":99999999999,"s":1,"t":3}}"#), None);
+        assert_eq!(
+            scan_data(br#"{"type":"message","data":{"s":1,"p":2,"t":3}}"#),
+            None
+        );
+        assert_eq!(
+            scan_data(br#"{"type":"message","data":{"p": 2,"s":1,"t":3}}"#),
+            None
+        );
+        assert_eq!(
+            scan_data(br#"{"type":"message","data":{"p":99999999999,"s":1,"t":3}}"#),
+            None
+        );
     }
 
     #[test]
@@ -1304,7 +1400,8 @@ mod tests {
     #[test]
     fn templates_fill_every_string() {
         let m: serde_json::Map<String, Value> =
-            serde_json::from_str(r#"{"name":"user-{peer}","tags":["{population}"],"n":1}"#).unwrap();
+            serde_json::from_str(r#"{"name":"user-{peer}","tags":["{population}"],"n":1}"#)
+                .unwrap();
         let out = template(&m, "r-3", 3, "0", "members");
         assert_eq!(out["name"], "user-r-3");
         assert_eq!(out["tags"][0], "members");

@@ -41,11 +41,20 @@ pub fn line(live: &Live, clock: &Clock) -> String {
         thousands(live.peers),
         thousands(l.counts.publishes),
         thousands(l.counts.deliveries),
-        if l.fanout.count > 0 { fmt_us(l.fanout.p99) } else { "—".into() },
+        if l.fanout.count > 0 {
+            fmt_us(l.fanout.p99)
+        } else {
+            "—".into()
+        },
         thousands(l.counts.errors),
         thousands(l.counts.closes),
     );
-    if let Some(h) = live.headline.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    if let Some(h) = live
+        .headline
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
         s.push_str(" · ⚠ ");
         s.push_str(h);
     }

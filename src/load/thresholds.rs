@@ -171,7 +171,7 @@ impl Rule {
         {
             let map = summary.get(first)?.as_object()?;
             if key == "total" {
-                return Some(map.values().filter_map(Value::as_f64).sum());
+                return Some(map.values().filter_map(Value::as_f64).sum::<f64>() + 0.0);
             }
             return Some(map.get(key).and_then(Value::as_f64).unwrap_or(0.0));
         }

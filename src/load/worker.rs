@@ -56,7 +56,11 @@ pub fn spawn_ticker(live: Arc<Live>) -> tokio::task::JoinHandle<()> {
                 counts: l.counts,
                 fanout_p99_us: l.fanout.p99,
                 harness_cpu_percent: l.harness_cpu_percent,
-                headline: live.headline.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                headline: live
+                    .headline
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
             };
             emit(&Line::Tick(tick));
         }
@@ -167,7 +171,8 @@ pub async fn run_workers(
 
     let started = tokio::time::Instant::now();
     let mut stopped = false;
-    let mut outcomes: Vec<Option<Result<RunData, String>>> = (0..workers.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Option<Result<RunData, String>>> =
+        (0..workers.len()).map(|_| None).collect();
     loop {
         let mut running = 0;
         for (k, w) in workers.iter_mut().enumerate() {
@@ -180,7 +185,10 @@ pub async fn run_workers(
                     let data = w.result.lock().unwrap_or_else(|p| p.into_inner()).take();
                     outcomes[k] = Some(match data {
                         Some(d) => Ok(d),
-                        None => Err(format!("worker {} exited ({status}) without results", w.index)),
+                        None => Err(format!(
+                            "worker {} exited ({status}) without results",
+                            w.index
+                        )),
                     });
                 }
                 Ok(None) => running += 1,

@@ -321,9 +321,12 @@ impl RunData {
         let wall = self.intervals.len().max(1) as f64;
         self.harness.cpu_percent = (self.harness.cpu_s / wall * 100.0 * 10.0).round() / 10.0;
         let cores = self.harness.cores.max(1) as f64;
+        // The busiest second while publishing; the closing second is short and spiky.
+        let hold = self.ran_s;
         self.harness.cpu_peak_share = self
             .intervals
             .iter()
+            .filter(|i| (i.second as f64) + 1.0 <= hold.max(1.0))
             .map(|i| i.harness_cpu_percent / 100.0 / cores)
             .fold(0.0, f64::max);
         let peers = self.connections.peak_connected.max(1) as u64;
