@@ -310,7 +310,8 @@ impl Peer {
             if p.now() >= p.sh.end_us() {
                 break;
             }
-            let delay_us = match p.connect().await {
+            // Boxed: the handshake future is large and only lives during a connect.
+            let delay_us = match Box::pin(p.connect()).await {
                 Ok((ws, welcome)) => {
                     attempt = 0;
                     let end = p.session(ws, welcome, &mut stop).await;
@@ -428,7 +429,7 @@ impl Peer {
         while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
             self.next_storm += 1;
         }
-        let end = match self.subscribe(&mut ws, &mut s).await {
+        let end = match Box::pin(self.subscribe(&mut ws, &mut s)).await {
             Err(end) => end,
             Ok(()) => self.session_loop(&mut ws, &mut s, stop).await,
         };
@@ -531,7 +532,7 @@ impl Peer {
                     Some(Ok(Message::Close(cf))) => {
                         let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
                         self.on_server_close(s, code);
-                        close_quietly(ws).await;
+                        Box::pin(close_quietly(ws)).await;
                         return End::Server(code);
                     }
                     Some(Ok(Message::Binary(_))) => self.unexpected("binary_frame"),
@@ -542,14 +543,15 @@ impl Peer {
                     }
                 },
                 _ = &mut sleep => {
-                    if let Some(end) = self.on_timer(ws, s).await {
+                    // Boxed: sends nest several futures; keep them off every idle peer.
+                    if let Some(end) = Box::pin(self.on_timer(ws, s)).await {
                         return end;
                     }
                 }
                 changed = stop.changed() => {
                     if changed.is_err() {
                         // Engine gone: treat as the end of the run.
-                        close_quietly(ws).await;
+                        Box::pin(close_quietly(ws)).await;
                         return End::RunOver;
                     }
                 }

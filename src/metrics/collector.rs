@@ -20,6 +20,9 @@ pub struct Interval {
     pub counts: Counts,
     /// CPU the harness used in this second, in percent of one core.
     pub harness_cpu_percent: f64,
+    /// How busy the whole machine was in this second (all processes), percent of all cores.
+    #[serde(default)]
+    pub machine_cpu_percent: f64,
     /// Histogram of each metric with samples in this second, base64 V2.
     #[serde(default)]
     pub hists: BTreeMap<String, String>,
@@ -41,6 +44,8 @@ impl Interval {
         self.connected += o.connected;
         self.counts.merge(&o.counts);
         self.harness_cpu_percent += o.harness_cpu_percent;
+        // One machine: every worker saw the same machine; keep the highest reading.
+        self.machine_cpu_percent = self.machine_cpu_percent.max(o.machine_cpu_percent);
         for (name, text) in &o.hists {
             let merged = match (self.hists.get(name), Hist::from_base64(text)) {
                 (Some(mine), Ok(theirs)) => match Hist::from_base64(mine) {
@@ -77,6 +82,7 @@ pub struct Collector {
     pub latest: Latest,
     last_cpu: Duration,
     last_tick: std::time::Instant,
+    last_machine: Option<(u64, u64)>,
 }
 
 impl Collector {
@@ -89,6 +95,7 @@ impl Collector {
             latest: Latest::default(),
             last_cpu: sys::harness_cpu(),
             last_tick: std::time::Instant::now(),
+            last_machine: sys::machine_ticks(),
         }
     }
 
@@ -101,6 +108,14 @@ impl Collector {
             (cpu.saturating_sub(self.last_cpu).as_secs_f64() / wall * 100.0 * 10.0).round() / 10.0;
         self.last_cpu = cpu;
         self.last_tick = std::time::Instant::now();
+        let machine = sys::machine_ticks();
+        let machine_cpu_percent = match (self.last_machine, machine) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                ((b1 - b0) as f64 / (t1 - t0) as f64 * 1000.0).round() / 10.0
+            }
+            _ => 0.0,
+        };
+        self.last_machine = machine;
         let connected = self.metrics.connected.load(Ordering::Relaxed);
         let mut hists = BTreeMap::new();
         for m in Metric::ALL {
@@ -122,6 +137,7 @@ impl Collector {
             connected,
             counts: self.scratch.counts,
             harness_cpu_percent: cpu_percent,
+            machine_cpu_percent,
             hists,
         });
         self.totals.take_from(&mut self.scratch);

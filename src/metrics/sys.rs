@@ -80,6 +80,21 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// Busy and total CPU ticks of the whole machine since boot (`/proc/stat`), to tell a
+/// starved harness (the machine was busy) from a slow server.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle + iowait are not busy.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
 /// Cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism()

@@ -51,6 +51,7 @@ pub struct TimeseriesRow {
     pub presence_p99_us: u64,
     pub schedule_lag_p99_us: u64,
     pub harness_cpu_percent: f64,
+    pub machine_cpu_percent: f64,
 }
 
 /// A run directory read back.
@@ -126,6 +127,7 @@ pub fn write_run_dir(
             presence_p99_us: iv.stats(Metric::Presence).p99,
             schedule_lag_p99_us: iv.stats(Metric::ScheduleLag).p99,
             harness_cpu_percent: iv.harness_cpu_percent,
+            machine_cpu_percent: iv.machine_cpu_percent,
         })?;
     }
     let bytes = w

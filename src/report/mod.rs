@@ -193,6 +193,10 @@ pub struct Harness {
     pub cores: usize,
     /// Highest per-second CPU as a fraction of the cores (0..1).
     pub cpu_peak_share: f64,
+    /// Average busy share of the whole machine while publishing (all processes, 0..100);
+    /// near 100 means server, harness and anything else competed for the cores.
+    #[serde(default)]
+    pub machine_cpu_percent: f64,
     /// Resident memory before the first connect (summed over processes).
     pub rss_baseline_bytes: u64,
     /// Highest resident memory during the run (summed over processes).
@@ -329,6 +333,17 @@ impl RunData {
             .filter(|i| (i.second as f64) + 1.0 <= hold.max(1.0))
             .map(|i| i.harness_cpu_percent / 100.0 / cores)
             .fold(0.0, f64::max);
+        let busy: Vec<f64> = self
+            .intervals
+            .iter()
+            .filter(|i| (i.second as f64) + 1.0 <= hold.max(1.0))
+            .map(|i| i.machine_cpu_percent)
+            .collect();
+        self.harness.machine_cpu_percent = if busy.is_empty() {
+            0.0
+        } else {
+            (busy.iter().sum::<f64>() / busy.len() as f64 * 10.0).round() / 10.0
+        };
         let peers = self.connections.peak_connected.max(1) as u64;
         self.harness.rss_per_peer_bytes = self
             .harness
@@ -493,11 +508,20 @@ impl Summary {
         }
         let lag = stats(Metric::ScheduleLag);
         let mut invalid = Vec::new();
+        let machine_busy = run.harness.machine_cpu_percent >= 90.0;
         if lag.count > 0 && lag.p99 > run.max_lag_p99_us {
             invalid.push(format!(
-                "the generator fell behind its schedule: p99 send lag {} > {}; lower the rates or add --workers",
+                "the generator fell behind its schedule: p99 send lag {} > {}; {}",
                 fmt_us(lag.p99),
-                fmt_us(run.max_lag_p99_us)
+                fmt_us(run.max_lag_p99_us),
+                if machine_busy {
+                    format!(
+                        "the machine was {:.0}% busy (server, harness and other processes share its cores): give the harness its own cores or machine, or lower the load",
+                        run.harness.machine_cpu_percent
+                    )
+                } else {
+                    "lower the rates or add --workers".to_owned()
+                }
             ));
         }
         let share = run.harness.cpu_peak_share;

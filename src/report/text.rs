@@ -168,10 +168,11 @@ pub fn render(s: &Summary, dir: &str) -> String {
     let h = &s.harness;
     let _ = writeln!(
         o,
-        "harness     CPU {:.0}% of one core on average (peak {:.0}% of {} cores) · RSS {:.1} MB{}",
+        "harness     CPU {:.0}% of one core on average (peak {:.0}% of {} cores; machine {:.0}% busy) · RSS {:.1} MB{}",
         h.cpu_percent,
         h.cpu_peak_share * 100.0,
         h.cores,
+        h.machine_cpu_percent,
         h.rss_peak_bytes as f64 / 1e6,
         if h.rss_per_peer_bytes > 0 {
             format!(
