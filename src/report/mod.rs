@@ -1,5 +1,718 @@
-//! Run reports. Placeholder: being written.
+//! What a load run produces, and its files.
+//!
+//! - [`RunData`]: the raw, mergeable result of one process (or of all workers merged):
+//!   histograms, per-second intervals, delivery accounting, counts by error and close
+//!   code, harness CPU and memory. Worker processes send it to the coordinator as JSON.
+//! - [`Summary`]: the stable contract of `summary.json` (schema `stampede.summary/1`,
+//!   documented field by field in docs/LOAD.md). Field docs below double as JSON docs.
+//! - [`files`]: writes and reads a run directory (`summary.json`, `timeseries.csv`,
+//!   `<metric>.hlog`, `percentiles-<metric>.csv`, `scenario.toml`); [`files::read_run_dir`]
+//!   lets a later renderer (HTML, compare) read a run back.
+//! - [`text`]: the end-of-run summary printed to stdout.
+//!
+//! Imports `metrics` only.
 
+pub mod files;
 pub mod hlog;
 pub mod html;
 pub mod plot;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::collector::Interval;
+use crate::metrics::{Counts, Hist, Metric, Stats};
+
+pub use files::{RunDir, TimeseriesRow, read_run_dir, write_run_dir};
+
+/// Version tag of `summary.json`; bumped only on incompatible changes.
+pub const SUMMARY_SCHEMA: &str = "stampede.summary/1";
+
+/// Delivery accounting of channel messages (or directs), per publisher → subscriber pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Copies that had to arrive: the recipient was subscribed (acked) before the send
+    /// and stayed subscribed at least `grace` after it; the publish was acknowledged.
+    pub expected: u64,
+    /// Expected copies that arrived (each counted once).
+    pub delivered: u64,
+    /// Expected copies that never arrived.
+    pub lost: u64,
+    /// Extra copies of a message a recipient already had.
+    pub duplicated: u64,
+    /// Copies that arrived after a later message of the same publisher on that pair.
+    pub reordered: u64,
+    /// Copies that must not have arrived: from a refused publish, to the publisher
+    /// itself, from another room, or long before the recipient subscribed.
+    pub unexpected: u64,
+    /// Copies that arrived where the rules cannot decide (recipient joining or leaving
+    /// within `grace` of the send, or publish unconfirmed because its connection closed).
+    pub unaccounted: u64,
+}
+
+impl Delivery {
+    pub fn merge(&mut self, o: &Delivery) {
+        self.expected += o.expected;
+        self.delivered += o.delivered;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+        self.unexpected += o.unexpected;
+        self.unaccounted += o.unaccounted;
+    }
+}
+
+/// Outcomes of one kind of oversized frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OversizeOutcome {
+    /// Frames sent (or, with `expect = "refuse"`, refused before sending).
+    pub sent: u64,
+    /// Acknowledged by the server (right for `at`, wrong for `over`/`far`).
+    pub accepted: u64,
+    /// Connection closed with 1009.
+    pub closed_1009: u64,
+    /// Answered with an `error` frame.
+    pub error_frame: u64,
+    /// Not sent: the peer refused locally (CLI-5).
+    pub refused: u64,
+    /// Closed with another code, or no answer before the connection ended.
+    pub other: u64,
+    /// Outcomes different from the scenario's expectation.
+    pub mismatched: u64,
+}
+
+impl OversizeOutcome {
+    pub fn merge(&mut self, o: &OversizeOutcome) {
+        self.sent += o.sent;
+        self.accepted += o.accepted;
+        self.closed_1009 += o.closed_1009;
+        self.error_frame += o.error_frame;
+        self.refused += o.refused;
+        self.other += o.other;
+        self.mismatched += o.mismatched;
+    }
+}
+
+/// Expiring tokens (EXP-1): sessions whose token ran out mid-run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenExpiry {
+    /// Sessions whose token expired while connected.
+    pub expired_sessions: u64,
+    /// 4002 closes seen within the tolerance window (exp − 1 s .. exp + 0.5 s).
+    pub closed_4002_on_time: u64,
+    /// 4002 closes outside that window.
+    pub closed_4002_off_time: u64,
+    /// Expired tokens still connected 1 s after `exp` (no 4002 came).
+    pub not_closed: u64,
+    /// Sessions that came back with a fresh token.
+    pub reconnected: u64,
+}
+
+impl TokenExpiry {
+    pub fn merge(&mut self, o: &TokenExpiry) {
+        self.expired_sessions += o.expired_sessions;
+        self.closed_4002_on_time += o.closed_4002_on_time;
+        self.closed_4002_off_time += o.closed_4002_off_time;
+        self.not_closed += o.not_closed;
+        self.reconnected += o.reconnected;
+    }
+}
+
+/// One reconnect storm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StormOutcome {
+    /// When it hit, seconds after the start.
+    pub at_s: f64,
+    /// Connections dropped at once.
+    pub dropped: u64,
+    /// Of those, peers subscribed again before the end of the run.
+    pub reconnected: u64,
+}
+
+/// Checks of outcomes the scenario asked for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Expectations {
+    pub token_expiry: TokenExpiry,
+    /// Keyed by `at`, `over`, `far`.
+    pub oversized: BTreeMap<String, OversizeOutcome>,
+    pub storms: Vec<StormOutcome>,
+    /// Sessions started (first connects, churn, reconnects).
+    pub sessions: u64,
+    /// Sessions the peers ended on purpose (churn).
+    pub churn_leaves: u64,
+}
+
+impl Expectations {
+    pub fn merge(&mut self, o: &Expectations) {
+        self.token_expiry.merge(&o.token_expiry);
+        for (k, v) in &o.oversized {
+            self.oversized.entry(k.clone()).or_default().merge(v);
+        }
+        for (i, s) in o.storms.iter().enumerate() {
+            if let Some(mine) = self.storms.get_mut(i) {
+                mine.dropped += s.dropped;
+                mine.reconnected += s.reconnected;
+            } else {
+                self.storms.push(*s);
+            }
+        }
+        self.sessions += o.sessions;
+        self.churn_leaves += o.churn_leaves;
+    }
+}
+
+/// Connection attempts and how they ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connections {
+    pub attempts: u64,
+    /// Welcomed.
+    pub established: u64,
+    pub failed: u64,
+    /// Failed attempts by reason (`http_429`, `close_4010`, `timeout`, `refused`, …).
+    pub failures: BTreeMap<String, u64>,
+    /// Most peers connected at once (sum over workers, per second).
+    pub peak_connected: i64,
+}
+
+impl Connections {
+    pub fn merge(&mut self, o: &Connections) {
+        self.attempts += o.attempts;
+        self.established += o.established;
+        self.failed += o.failed;
+        add_map(&mut self.failures, &o.failures);
+    }
+}
+
+/// The harness's own resource use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Harness {
+    /// CPU seconds of the load engine threads (all workers).
+    pub cpu_s: f64,
+    /// Average CPU in percent of one core over the run (all workers).
+    pub cpu_percent: f64,
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Highest per-second CPU as a fraction of the cores (0..1).
+    pub cpu_peak_share: f64,
+    /// Average busy share of the whole machine while publishing (all processes, 0..100);
+    /// near 100 means server, harness and anything else competed for the cores.
+    #[serde(default)]
+    pub machine_cpu_percent: f64,
+    /// Resident memory before the first connect (summed over processes).
+    pub rss_baseline_bytes: u64,
+    /// Highest resident memory during the run (summed over processes).
+    pub rss_peak_bytes: u64,
+    /// (peak − baseline) / peak connected peers. With the in-process server this
+    /// includes the server's memory.
+    pub rss_per_peer_bytes: u64,
+    /// Samples lost because every recording stripe was busy (should be 0).
+    pub metrics_dropped: u64,
+    /// Frames the fast scanner could not read (parsed with serde_json instead).
+    pub slow_path_frames: u64,
+    /// Receipts stamped earlier than their send time (clocks of different machines).
+    pub clock_skew_samples: u64,
+    /// Worker processes.
+    pub workers: u32,
+}
+
+impl Harness {
+    pub fn merge(&mut self, o: &Harness) {
+        self.cpu_s += o.cpu_s;
+        self.rss_baseline_bytes += o.rss_baseline_bytes;
+        self.rss_peak_bytes += o.rss_peak_bytes;
+        self.metrics_dropped += o.metrics_dropped;
+        self.slow_path_frames += o.slow_path_frames;
+        self.clock_skew_samples += o.clock_skew_samples;
+        self.cores = self.cores.max(o.cores);
+    }
+}
+
+/// The raw result of a run (or of one worker's shard of it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunData {
+    pub scenario: String,
+    /// `scenarios/x.toml` or `builtin:x`.
+    pub scenario_origin: String,
+    /// The scenario as it ran, flags folded in.
+    pub scenario_toml: String,
+    pub targets: Vec<String>,
+    pub embedded: bool,
+    pub workers: u32,
+    /// Planned peers covered by this data.
+    pub peers: u64,
+    pub seed: u64,
+    /// Start of the run, Unix µs.
+    pub started_at_us: u64,
+    /// Planned duration and the time publishing actually lasted.
+    pub planned_s: f64,
+    pub ran_s: f64,
+    pub grace_s: f64,
+    /// Ctrl-C (or a stop request) ended the run early.
+    pub stopped_early: bool,
+    /// Run totals per metric (`fanout`, `ack`, …).
+    pub hists: BTreeMap<String, Hist>,
+    pub counts: Counts,
+    pub intervals: Vec<Interval>,
+    /// Channel-message accounting per receiving population.
+    pub delivery: BTreeMap<String, Delivery>,
+    /// Direct-message accounting per receiving population.
+    pub directs: BTreeMap<String, Delivery>,
+    pub errors: BTreeMap<String, u64>,
+    pub closes: BTreeMap<String, u64>,
+    pub unexpected_frames: BTreeMap<String, u64>,
+    pub connections: Connections,
+    pub expectations: Expectations,
+    pub harness: Harness,
+    /// Plain-language warnings with how often they happened.
+    pub warnings: BTreeMap<String, u64>,
+    /// Largest acceptable schedule-lag p99 (µs) and CPU share, from the scenario.
+    pub max_lag_p99_us: u64,
+    pub max_cpu_share: f64,
+}
+
+fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+impl RunData {
+    pub fn hist(&self, m: Metric) -> Hist {
+        self.hists.get(m.name()).cloned().unwrap_or_default()
+    }
+
+    /// Merges another worker's shard: histograms exactly, counts summed, intervals by second.
+    pub fn merge(&mut self, o: &RunData) {
+        for (k, h) in &o.hists {
+            self.hists.entry(k.clone()).or_default().add(&h.0);
+        }
+        self.counts.merge(&o.counts);
+        for iv in &o.intervals {
+            match self
+                .intervals
+                .binary_search_by_key(&iv.second, |x| x.second)
+            {
+                Ok(i) => self.intervals[i].merge(iv),
+                Err(i) => self.intervals.insert(i, iv.clone()),
+            }
+        }
+        for (k, d) in &o.delivery {
+            self.delivery.entry(k.clone()).or_default().merge(d);
+        }
+        for (k, d) in &o.directs {
+            self.directs.entry(k.clone()).or_default().merge(d);
+        }
+        add_map(&mut self.errors, &o.errors);
+        add_map(&mut self.closes, &o.closes);
+        add_map(&mut self.unexpected_frames, &o.unexpected_frames);
+        add_map(&mut self.warnings, &o.warnings);
+        self.connections.merge(&o.connections);
+        self.expectations.merge(&o.expectations);
+        self.harness.merge(&o.harness);
+        self.peers += o.peers;
+        self.ran_s = self.ran_s.max(o.ran_s);
+        self.stopped_early |= o.stopped_early;
+    }
+
+    /// Recomputes the figures that only make sense over all workers.
+    pub fn finish(&mut self) {
+        self.connections.peak_connected = self
+            .intervals
+            .iter()
+            .map(|i| i.connected)
+            .max()
+            .unwrap_or(0)
+            .max(self.connections.peak_connected);
+        let wall = self.intervals.len().max(1) as f64;
+        self.harness.cpu_percent = (self.harness.cpu_s / wall * 100.0 * 10.0).round() / 10.0;
+        let cores = self.harness.cores.max(1) as f64;
+        // The busiest second while publishing; the closing second is short and spiky.
+        let hold = self.ran_s;
+        self.harness.cpu_peak_share = self
+            .intervals
+            .iter()
+            .filter(|i| (i.second as f64) + 1.0 <= hold.max(1.0))
+            .map(|i| i.harness_cpu_percent / 100.0 / cores)
+            .fold(0.0, f64::max);
+        let busy: Vec<f64> = self
+            .intervals
+            .iter()
+            .filter(|i| (i.second as f64) + 1.0 <= hold.max(1.0))
+            .map(|i| i.machine_cpu_percent)
+            .collect();
+        self.harness.machine_cpu_percent = if busy.is_empty() {
+            0.0
+        } else {
+            (busy.iter().sum::<f64>() / busy.len() as f64 * 10.0).round() / 10.0
+        };
+        let peers = self.connections.peak_connected.max(1) as u64;
+        self.harness.rss_per_peer_bytes = self
+            .harness
+            .rss_peak_bytes
+            .saturating_sub(self.harness.rss_baseline_bytes)
+            / peers;
+    }
+}
+
+/// Where the run went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// The in-process reference server (no `--target`).
+    pub embedded: bool,
+    /// WebSocket URLs; rooms are pinned to one each.
+    pub urls: Vec<String>,
+}
+
+/// The latencies, each `{count,min,p50,p90,p99,p999,max,mean}` in µs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Intended publish time → each subscriber's receipt (includes any send lag).
+    pub fanout_us: Stats,
+    /// Publish/send written → ack received.
+    pub ack_us: Stats,
+    /// TCP connect + upgrade + welcome.
+    pub connect_us: Stats,
+    /// A join or leave the engine caused → each other member's presence delta.
+    pub presence_us: Stats,
+    /// Intended send time of a direct → the target's receipt.
+    pub direct_us: Stats,
+    /// Connection lost (storm, server close) → subscribed again.
+    pub reconnect_us: Stats,
+}
+
+/// Volumes and rates over the publishing time (`duration_s`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    pub publishes: u64,
+    pub publishes_per_s: f64,
+    /// Message copies received by subscribers.
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub directs_sent: u64,
+    pub directs_received: u64,
+    pub presence_events: u64,
+    pub acks: u64,
+}
+
+/// [`Delivery`] plus the loss ratio (lost / expected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryOut {
+    #[serde(flatten)]
+    pub counts: Delivery,
+    pub loss_ratio: f64,
+}
+
+impl From<Delivery> for DeliveryOut {
+    fn from(d: Delivery) -> Self {
+        DeliveryOut {
+            counts: d,
+            loss_ratio: if d.expected == 0 {
+                0.0
+            } else {
+                d.lost as f64 / d.expected as f64
+            },
+        }
+    }
+}
+
+/// One threshold rule and its verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// As written, e.g. `fanout.p99<50ms`.
+    pub rule: String,
+    pub metric: String,
+    pub op: String,
+    /// The limit in the metric's unit (`unit`: "us" for latencies, else empty).
+    pub limit: f64,
+    pub unit: String,
+    /// `null` when the run has no such number.
+    pub actual: Option<f64>,
+    pub passed: bool,
+}
+
+/// A warning and how many times it happened.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Warning {
+    pub message: String,
+    pub count: u64,
+}
+
+/// Files of the run directory, relative to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    pub timeseries: String,
+    pub scenario: String,
+    pub hlog: Vec<String>,
+    pub percentiles: Vec<String>,
+}
+
+/// `summary.json`. Stable: fields are only added, never renamed or removed, within
+/// schema `stampede.summary/1`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema: String,
+    pub scenario: String,
+    /// Where the scenario came from: a path or `builtin:<name>`.
+    pub scenario_file: String,
+    pub target: TargetInfo,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// Planned peers.
+    pub peers: u64,
+    pub workers: u32,
+    pub seed: u64,
+    /// Seconds of publishing (the run until stop; ramp included, drain excluded).
+    pub duration_s: f64,
+    pub planned_duration_s: f64,
+    /// Drain after the last publish.
+    pub grace_s: f64,
+    pub stopped_early: bool,
+    pub latency: Latency,
+    /// Lateness of publishes and directs behind their intended time, µs.
+    pub schedule_lag_us: Stats,
+    pub throughput: Throughput,
+    pub delivery: DeliveryOut,
+    pub delivery_by_population: BTreeMap<String, DeliveryOut>,
+    pub directs: DeliveryOut,
+    pub directs_by_population: BTreeMap<String, DeliveryOut>,
+    /// `error` frames by code.
+    pub errors: BTreeMap<String, u64>,
+    /// Connection closes by code (`1006` for a connection lost without a close frame).
+    pub closes: BTreeMap<String, u64>,
+    /// Frames that fit no expectation, by kind.
+    pub unexpected_frames: BTreeMap<String, u64>,
+    pub connections: Connections,
+    pub expectations: Expectations,
+    pub harness: Harness,
+    /// False when the numbers describe the harness more than the server.
+    pub valid: bool,
+    pub invalid_reasons: Vec<String>,
+    pub warnings: Vec<Warning>,
+    pub thresholds: Vec<ThresholdResult>,
+    /// All thresholds passed (true when there are none).
+    pub thresholds_passed: bool,
+    pub files: Files,
+}
+
+impl Summary {
+    /// Builds the summary of `run` (thresholds are evaluated afterwards, on this JSON).
+    pub fn from_run(run: &RunData) -> Summary {
+        let stats = |m: Metric| run.hist(m).stats();
+        let ran = run.ran_s.max(1e-3);
+        let mut delivery = Delivery::default();
+        for d in run.delivery.values() {
+            delivery.merge(d);
+        }
+        let mut directs = Delivery::default();
+        for d in run.directs.values() {
+            directs.merge(d);
+        }
+        let lag = stats(Metric::ScheduleLag);
+        let mut invalid = Vec::new();
+        let machine_busy = run.harness.machine_cpu_percent >= 90.0;
+        if lag.count > 0 && lag.p99 > run.max_lag_p99_us {
+            invalid.push(format!(
+                "the generator fell behind its schedule: p99 send lag {} > {}; {}",
+                fmt_us(lag.p99),
+                fmt_us(run.max_lag_p99_us),
+                if machine_busy {
+                    format!(
+                        "the machine was {:.0}% busy (server, harness and other processes share its cores): give the harness its own cores or machine, or lower the load",
+                        run.harness.machine_cpu_percent
+                    )
+                } else {
+                    "lower the rates or add --workers".to_owned()
+                }
+            ));
+        }
+        let share = run.harness.cpu_peak_share;
+        if run.max_cpu_share > 0.0 && share > run.max_cpu_share {
+            invalid.push(format!(
+                "the harness ran out of CPU: it used {:.0}% of the {} cores in its busiest second (limit {:.0}%); latencies may be its own queueing; add machines or lower the load",
+                share * 100.0,
+                run.harness.cores,
+                run.max_cpu_share * 100.0
+            ));
+        }
+        if run.harness.metrics_dropped > 0 {
+            invalid.push(format!(
+                "{} samples were dropped by the recorder",
+                run.harness.metrics_dropped
+            ));
+        }
+        let mut warnings: Vec<Warning> = run
+            .warnings
+            .iter()
+            .map(|(m, c)| Warning {
+                message: m.clone(),
+                count: *c,
+            })
+            .collect();
+        warnings.sort_by(|a, b| b.count.cmp(&a.count));
+        Summary {
+            schema: SUMMARY_SCHEMA.into(),
+            scenario: run.scenario.clone(),
+            scenario_file: run.scenario_origin.clone(),
+            target: TargetInfo {
+                embedded: run.embedded,
+                urls: run.targets.clone(),
+            },
+            started_at: humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(run.started_at_us),
+            )
+            .to_string(),
+            peers: run.peers,
+            workers: run.workers,
+            seed: run.seed,
+            duration_s: round3(run.ran_s),
+            planned_duration_s: run.planned_s,
+            grace_s: run.grace_s,
+            stopped_early: run.stopped_early,
+            latency: Latency {
+                fanout_us: stats(Metric::Fanout),
+                ack_us: stats(Metric::Ack),
+                connect_us: stats(Metric::Connect),
+                presence_us: stats(Metric::Presence),
+                direct_us: stats(Metric::Direct),
+                reconnect_us: stats(Metric::Reconnect),
+            },
+            schedule_lag_us: lag,
+            throughput: Throughput {
+                publishes: run.counts.publishes,
+                publishes_per_s: round1(run.counts.publishes as f64 / ran),
+                deliveries: run.counts.deliveries,
+                deliveries_per_s: round1(run.counts.deliveries as f64 / ran),
+                directs_sent: run.counts.directs_sent,
+                directs_received: run.counts.directs_received,
+                presence_events: run.counts.presence_events,
+                acks: run.counts.acks,
+            },
+            delivery: delivery.into(),
+            delivery_by_population: run
+                .delivery
+                .iter()
+                .map(|(k, v)| (k.clone(), (*v).into()))
+                .collect(),
+            directs: directs.into(),
+            directs_by_population: run
+                .directs
+                .iter()
+                .map(|(k, v)| (k.clone(), (*v).into()))
+                .collect(),
+            errors: run.errors.clone(),
+            closes: run.closes.clone(),
+            unexpected_frames: run.unexpected_frames.clone(),
+            connections: run.connections.clone(),
+            expectations: run.expectations.clone(),
+            harness: run.harness.clone(),
+            valid: invalid.is_empty(),
+            invalid_reasons: invalid,
+            warnings,
+            thresholds: Vec::new(),
+            thresholds_passed: true,
+            files: Files::default(),
+        }
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `850 µs`, `12.3 ms`, `1.50 s`.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_everything_and_aligns_seconds() {
+        let mut a = RunData::default();
+        let mut h = Hist::default();
+        h.0.record(100).unwrap();
+        a.hists.insert("fanout".into(), h.clone());
+        a.delivery.insert(
+            "m".into(),
+            Delivery {
+                expected: 5,
+                delivered: 5,
+                ..Default::default()
+            },
+        );
+        a.intervals.push(Interval {
+            second: 0,
+            connected: 3,
+            ..Default::default()
+        });
+        a.errors.insert("peer_not_found".into(), 1);
+        let mut b = a.clone();
+        b.intervals[0].second = 1;
+        a.merge(&b);
+        a.finish();
+        assert_eq!(a.hist(Metric::Fanout).0.len(), 2);
+        assert_eq!(a.delivery["m"].expected, 10);
+        assert_eq!(a.intervals.len(), 2);
+        assert_eq!(a.errors["peer_not_found"], 2);
+        assert_eq!(a.connections.peak_connected, 3);
+    }
+
+    #[test]
+    fn summary_flags_invalid_runs() {
+        let mut run = RunData {
+            max_lag_p99_us: 20_000,
+            max_cpu_share: 0.9,
+            ran_s: 10.0,
+            ..Default::default()
+        };
+        let mut lag = Hist::default();
+        lag.0.record(50_000).unwrap();
+        run.hists.insert("schedule_lag".into(), lag);
+        let s = Summary::from_run(&run);
+        assert!(!s.valid);
+        assert!(
+            s.invalid_reasons[0].contains("fell behind"),
+            "{:?}",
+            s.invalid_reasons
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        for key in [
+            "scenario",
+            "target",
+            "peers",
+            "duration_s",
+            "latency",
+            "schedule_lag_us",
+            "delivery",
+            "errors",
+            "closes",
+            "valid",
+        ] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+        for lat in ["fanout_us", "ack_us", "connect_us", "presence_us"] {
+            let l = &json["latency"][lat];
+            for k in ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"] {
+                assert!(l.get(k).is_some(), "{lat}.{k}");
+            }
+        }
+        for k in ["expected", "delivered", "lost", "duplicated", "reordered"] {
+            assert!(json["delivery"].get(k).is_some(), "{k}");
+        }
+        let back: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+    }
+}

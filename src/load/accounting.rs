@@ -1,0 +1,506 @@
+//! Exact delivery accounting from the engine's own membership timeline.
+//!
+//! During the run each peer keeps: its publish log (one entry per publish, the index is
+//! the sequence number carried in `data.s`: actual send time and status), its direct
+//! log, and per session the times it was welcomed, sent its subscribe, got the ack and
+//! left, plus what it received (a bitset of sequence numbers per publisher, and the
+//! directs in arrival order). After the run, [`account`] decides for every publish who
+//! had to receive it:
+//!
+//! a member's session is an *expected recipient* of a publish sent at `t` when its
+//! subscribe was acknowledged before `t` and it left no earlier than `t + grace`, the
+//! publish was acknowledged (or, without acks, its connection outlived `t + grace`), and
+//! the member is not the publisher. Expected copies that arrived are `delivered`, the
+//! others `lost`; extra copies are `duplicated`; a copy arriving after a later one of the
+//! same publisher on that pair is `reordered`. Copies of refused publishes, to the
+//! publisher, from outside the room, or from long before the subscribe are `unexpected`;
+//! copies in the undecidable margins (joining or leaving within `grace`, unconfirmed
+//! publishes) are `unaccounted`. Directs follow the same rules with "connected" in place
+//! of "subscribed". Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::report::Delivery;
+
+/// Status of a logged publish or direct (2 bits).
+pub const PENDING: u8 = 0;
+pub const ACKED: u8 = 1;
+pub const REJECTED: u8 = 2;
+pub const UNCONFIRMED: u8 = 3;
+
+/// A publish log entry: send time (µs after the run start) and status in one u64.
+#[inline]
+pub fn pack(sent_rel_us: u64, status: u8) -> u64 {
+    (sent_rel_us << 2) | status as u64
+}
+#[inline]
+pub fn sent_of(entry: u64) -> u64 {
+    entry >> 2
+}
+#[inline]
+pub fn status_of(entry: u64) -> u8 {
+    (entry & 3) as u8
+}
+#[inline]
+pub fn with_status(entry: u64, status: u8) -> u64 {
+    (entry & !3) | status as u64
+}
+
+/// One direct message sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectRec {
+    /// Global index of the target peer.
+    pub target: u32,
+    pub status: u8,
+    /// Send time, µs after the run start.
+    pub sent_rel_us: u64,
+}
+
+/// Sequence numbers received from one publisher on one session: a bitset that grows
+/// both ways, plus duplicate and reorder counts taken at arrival.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PairRx {
+    base: u32,
+    words: Vec<u64>,
+    max: u32,
+    any: bool,
+    pub dups: u32,
+    pub reorders: u32,
+}
+
+/// A bitset span larger than this (in bits) is refused: the sequence is not ours.
+const MAX_SPAN: u32 = 1 << 24;
+
+impl PairRx {
+    /// Records `seq`; false when it is implausible (far outside what was seen).
+    pub fn insert(&mut self, seq: u32) -> bool {
+        if self.words.is_empty() {
+            self.base = seq & !63;
+        }
+        if seq < self.base {
+            let new_base = seq & !63;
+            if self.base - new_base > MAX_SPAN {
+                return false;
+            }
+            let shift = ((self.base - new_base) / 64) as usize;
+            self.words.splice(0..0, std::iter::repeat_n(0, shift));
+            self.base = new_base;
+        }
+        let off = seq - self.base;
+        if off > MAX_SPAN {
+            return false;
+        }
+        let w = (off / 64) as usize;
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let bit = 1u64 << (off % 64);
+        if self.words[w] & bit != 0 {
+            self.dups += 1;
+            return true;
+        }
+        self.words[w] |= bit;
+        if self.any && seq < self.max {
+            self.reorders += 1;
+        }
+        if !self.any || seq > self.max {
+            self.max = seq;
+            self.any = true;
+        }
+        true
+    }
+
+    pub fn contains(&self, seq: u32) -> bool {
+        if seq < self.base {
+            return false;
+        }
+        let off = seq - self.base;
+        let w = (off / 64) as usize;
+        w < self.words.len() && self.words[w] & (1u64 << (off % 64)) != 0
+    }
+
+    /// Distinct sequence numbers received, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(move |(i, &w)| {
+            let base = self.base + i as u32 * 64;
+            (0..64)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| base + b)
+        })
+    }
+
+    pub fn distinct(&self) -> u64 {
+        self.words.iter().map(|w| w.count_ones() as u64).sum()
+    }
+}
+
+/// One connection of a peer, from welcome to leaving.
+#[derive(Debug, Clone, Default)]
+pub struct SessionLog {
+    /// µs after the run start.
+    pub welcomed_us: u64,
+    /// 0 when no subscribe was sent.
+    pub subscribe_sent_us: u64,
+    /// 0 when the subscribe was never acknowledged.
+    pub subscribed_us: u64,
+    /// When the peer decided to leave, or saw the connection end.
+    pub left_us: u64,
+    /// Received channel messages by publisher (global index), sorted by publisher.
+    pub rx: Vec<(u32, PairRx)>,
+    /// Received directs (sender, direct sequence), in arrival order.
+    pub direct_rx: Vec<(u32, u32)>,
+}
+
+/// Everything one peer logged, handed to [`account`] at the end of the run.
+#[derive(Debug, Clone, Default)]
+pub struct PeerLog {
+    pub global: u32,
+    pub population: u16,
+    /// Global channel id of the peer's room.
+    pub channel: Option<u32>,
+    pub publishes: Vec<u64>,
+    pub directs: Vec<DirectRec>,
+    pub sessions: Vec<SessionLog>,
+}
+
+/// Accounting per receiving population: (channel messages, directs).
+pub fn account(
+    logs: &[PeerLog],
+    population_names: &[String],
+    grace_us: u64,
+) -> (BTreeMap<String, Delivery>, BTreeMap<String, Delivery>) {
+    let pop = |i: u16| {
+        population_names
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("population-{i}"))
+    };
+    let mut channel: BTreeMap<String, Delivery> = BTreeMap::new();
+    let mut direct: BTreeMap<String, Delivery> = BTreeMap::new();
+    let index: HashMap<u32, usize> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.global, i))
+        .collect();
+
+    // Publishers of each room.
+    let mut publishers: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, l) in logs.iter().enumerate() {
+        if let (Some(ch), false) = (l.channel, l.publishes.is_empty()) {
+            publishers.entry(ch).or_default().push(i);
+        }
+    }
+
+    for r in logs {
+        let d = channel.entry(pop(r.population)).or_default();
+        for sess in &r.sessions {
+            let room_pubs: &[usize] = r
+                .channel
+                .and_then(|c| publishers.get(&c))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            // Publishers of the room: expected ranges.
+            for &pi in room_pubs {
+                let p = &logs[pi];
+                if p.global == r.global {
+                    continue;
+                }
+                let pair = sess
+                    .rx
+                    .binary_search_by_key(&p.global, |(g, _)| *g)
+                    .ok()
+                    .map(|k| &sess.rx[k].1);
+                let log = &p.publishes;
+                let (lo, hi) =
+                    if sess.subscribed_us > 0 && sess.left_us > sess.subscribed_us + grace_us {
+                        let lo = log.partition_point(|e| sent_of(*e) <= sess.subscribed_us);
+                        let until = sess.left_us - grace_us;
+                        let hi = log.partition_point(|e| sent_of(*e) < until).max(lo);
+                        (lo, hi)
+                    } else {
+                        (0, 0)
+                    };
+                for (i, e) in log.iter().enumerate().take(hi).skip(lo) {
+                    let got = pair.is_some_and(|x| x.contains(i as u32));
+                    match status_of(*e) {
+                        ACKED => {
+                            d.expected += 1;
+                            if got {
+                                d.delivered += 1;
+                            } else {
+                                d.lost += 1;
+                            }
+                        }
+                        REJECTED if got => d.unexpected += 1,
+                        _ if got => d.unaccounted += 1,
+                        _ => {}
+                    }
+                }
+                if let Some(pair) = pair {
+                    d.duplicated += pair.dups as u64;
+                    d.reordered += pair.reorders as u64;
+                    let floor = sess.subscribe_sent_us.saturating_sub(grace_us);
+                    for seq in pair.iter() {
+                        let i = seq as usize;
+                        if (lo..hi).contains(&i) {
+                            continue;
+                        }
+                        match log.get(i) {
+                            None => d.unexpected += 1,
+                            Some(e) if status_of(*e) == REJECTED => d.unexpected += 1,
+                            Some(e) if sess.subscribe_sent_us == 0 || sent_of(*e) < floor => {
+                                d.unexpected += 1
+                            }
+                            Some(_) => d.unaccounted += 1,
+                        }
+                    }
+                }
+            }
+            // Copies from peers that do not publish to this room (or from itself).
+            for (g, pair) in &sess.rx {
+                let in_room = room_pubs.iter().any(|&pi| logs[pi].global == *g);
+                if !in_room || *g == r.global {
+                    d.unexpected += pair.distinct() + pair.dups as u64;
+                }
+            }
+        }
+    }
+
+    // Directs: what each target received, by (sender, dseq) → sessions.
+    let mut received: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); logs.len()];
+    for (ti, t) in logs.iter().enumerate() {
+        let d = direct.entry(pop(t.population)).or_default();
+        for (si, sess) in t.sessions.iter().enumerate() {
+            let mut max_by_sender: HashMap<u32, u32> = HashMap::new();
+            let mut seen = std::collections::HashSet::new();
+            for &(sender, dseq) in &sess.direct_rx {
+                received[ti].push((sender, dseq, si as u32));
+                if !seen.insert((sender, dseq)) {
+                    continue; // duplicates are counted below
+                }
+                let m = max_by_sender.entry(sender).or_insert(dseq);
+                if dseq < *m {
+                    d.reordered += 1;
+                } else {
+                    *m = dseq;
+                }
+            }
+        }
+        received[ti].sort_unstable();
+    }
+    for s in logs {
+        for (dseq, rec) in s.directs.iter().enumerate() {
+            let Some(&ti) = index.get(&rec.target) else {
+                continue;
+            };
+            let t = &logs[ti];
+            let d = direct.entry(pop(t.population)).or_default();
+            let key = (s.global, dseq as u32);
+            let lo = received[ti].partition_point(|&(a, b, _)| (a, b) < key);
+            let hits: Vec<u32> = received[ti][lo..]
+                .iter()
+                .take_while(|&&(a, b, _)| (a, b) == key)
+                .map(|&(_, _, si)| si)
+                .collect();
+            if hits.len() > 1 {
+                d.duplicated += hits.len() as u64 - 1;
+            }
+            let got = !hits.is_empty();
+            match rec.status {
+                ACKED => {
+                    let expected_in = t.sessions.iter().position(|x| {
+                        x.welcomed_us < rec.sent_rel_us && x.left_us >= rec.sent_rel_us + grace_us
+                    });
+                    match expected_in {
+                        Some(si) => {
+                            d.expected += 1;
+                            if hits.contains(&(si as u32)) {
+                                d.delivered += 1;
+                            } else {
+                                d.lost += 1;
+                                if got {
+                                    d.unaccounted += 1;
+                                }
+                            }
+                        }
+                        None if got => d.unaccounted += 1,
+                        None => {}
+                    }
+                }
+                REJECTED if got => d.unexpected += 1,
+                _ if got => d.unaccounted += 1,
+                _ => {}
+            }
+        }
+    }
+    // Directs from senders that never sent them.
+    for (ti, t) in logs.iter().enumerate() {
+        let d = direct.entry(pop(t.population)).or_default();
+        for &(sender, dseq, _) in &received[ti] {
+            let known = index.get(&sender).is_some_and(|&si| {
+                (dseq as usize) < logs[si].directs.len()
+                    && logs[si].directs[dseq as usize].target == t.global
+            });
+            if !known {
+                d.unexpected += 1;
+            }
+        }
+    }
+    (channel, direct)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["m".into()]
+    }
+
+    #[test]
+    fn pair_bitset_counts_dups_and_reorders_and_grows_both_ways() {
+        let mut p = PairRx::default();
+        for s in [100, 101, 103, 102, 102, 5, 200] {
+            assert!(p.insert(s));
+        }
+        assert_eq!(p.dups, 1);
+        assert_eq!(p.reorders, 2); // 102 after 103, 5 after 103
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![5, 100, 101, 102, 103, 200]
+        );
+        assert!(p.contains(5) && p.contains(200) && !p.contains(104));
+        assert_eq!(p.distinct(), 6);
+        assert!(!p.insert(u32::MAX));
+    }
+
+    /// Publisher 0 sends at 10,20,…,90 ms (all acked); receiver 1 subscribes at 25 ms
+    /// and leaves at 100 ms; grace 20 ms → expected seqs 2..=7 (sent 30..70? 80 < 100-20).
+    fn two_peers() -> Vec<PeerLog> {
+        let publishes: Vec<u64> = (1..=9).map(|i| pack(i * 10_000, ACKED)).collect();
+        let pubber = PeerLog {
+            global: 0,
+            channel: Some(0),
+            publishes,
+            sessions: vec![SessionLog {
+                welcomed_us: 1,
+                subscribe_sent_us: 2,
+                subscribed_us: 3,
+                left_us: 200_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rcv = PeerLog {
+            global: 1,
+            channel: Some(0),
+            sessions: vec![SessionLog {
+                welcomed_us: 20_000,
+                subscribe_sent_us: 21_000,
+                subscribed_us: 25_000,
+                left_us: 100_000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        vec![pubber, rcv]
+    }
+
+    fn rx(seqs: &[u32]) -> Vec<(u32, PairRx)> {
+        let mut p = PairRx::default();
+        for s in seqs {
+            p.insert(*s);
+        }
+        vec![(0, p)]
+    }
+
+    #[test]
+    fn expected_window_follows_the_membership_timeline() {
+        let mut logs = two_peers();
+        // seqs 2..=7 are sent at 30..80 ms: inside (25 ms, 100 − 20 = 80 ms) → 2..=6 expected
+        logs[1].sessions[0].rx = rx(&[2, 3, 4, 5, 6]);
+        let (c, _) = account(&logs, &names(), 20_000);
+        let d = c["m"];
+        assert_eq!((d.expected, d.delivered, d.lost), (5, 5, 0));
+        assert_eq!((d.unexpected, d.unaccounted, d.duplicated), (0, 0, 0));
+    }
+
+    #[test]
+    fn losses_duplicates_margins_and_strangers() {
+        let mut logs = two_peers();
+        // 3 lost; 4 twice; 7 (sent 80 ms, leaving margin) unaccounted;
+        // 1 (sent 20 ms, after subscribe_sent − grace = 1 ms) unaccounted.
+        logs[1].sessions[0].rx = rx(&[1, 2, 4, 4, 5, 6, 7]);
+        let mut stranger = PairRx::default();
+        stranger.insert(0);
+        logs[1].sessions[0].rx.push((9, stranger));
+        let (c, _) = account(&logs, &names(), 20_000);
+        let d = c["m"];
+        assert_eq!((d.expected, d.delivered, d.lost), (5, 4, 1));
+        assert_eq!(d.duplicated, 1);
+        assert_eq!(d.unaccounted, 2);
+        assert_eq!(d.unexpected, 1);
+    }
+
+    #[test]
+    fn refused_and_unconfirmed_publishes_are_not_expected() {
+        let mut logs = two_peers();
+        logs[0].publishes[3] = with_status(logs[0].publishes[3], REJECTED);
+        logs[0].publishes[4] = with_status(logs[0].publishes[4], UNCONFIRMED);
+        logs[1].sessions[0].rx = rx(&[2, 3, 4, 5, 6]);
+        let (c, _) = account(&logs, &names(), 20_000);
+        let d = c["m"];
+        assert_eq!((d.expected, d.delivered, d.lost), (3, 3, 0));
+        assert_eq!((d.unexpected, d.unaccounted), (1, 1));
+    }
+
+    #[test]
+    fn unacked_subscribe_means_nothing_is_expected() {
+        let mut logs = two_peers();
+        logs[1].sessions[0].subscribed_us = 0;
+        logs[1].sessions[0].rx = rx(&[3]);
+        let (c, _) = account(&logs, &names(), 20_000);
+        assert_eq!(c["m"].expected, 0);
+        assert_eq!(c["m"].unaccounted, 1);
+    }
+
+    #[test]
+    fn directs_are_expected_while_the_target_is_connected() {
+        let mut logs = two_peers();
+        logs[0].directs = vec![
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 30_000,
+            },
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 40_000,
+            },
+            DirectRec {
+                target: 1,
+                status: REJECTED,
+                sent_rel_us: 50_000,
+            },
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 90_000,
+            }, // leaving margin
+            DirectRec {
+                target: 1,
+                status: ACKED,
+                sent_rel_us: 60_000,
+            },
+        ];
+        logs[1].sessions[0].direct_rx = vec![(0, 1), (0, 0), (0, 1), (0, 3), (0, 7)];
+        let (_, dm) = account(&logs, &names(), 20_000);
+        let d = dm["m"];
+        assert_eq!((d.expected, d.delivered, d.lost), (3, 2, 1)); // 0,1 delivered; 4 lost
+        assert_eq!(d.duplicated, 1);
+        assert_eq!(d.reordered, 1); // 0 after 1
+        assert_eq!(d.unaccounted, 1); // 3 in the margin
+        assert_eq!(d.unexpected, 1); // 7 was never sent
+    }
+}

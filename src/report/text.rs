@@ -1,0 +1,231 @@
+//! The readable end-of-run summary printed to stdout.
+
+use std::fmt::Write;
+
+use super::{DeliveryOut, Summary, fmt_us};
+use crate::metrics::Stats;
+
+/// `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn lat_row(out: &mut String, name: &str, s: &Stats) {
+    if s.count == 0 {
+        let _ = writeln!(out, "  {name:<13} {:>10}", "—");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {name:<13} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        thousands(s.count),
+        fmt_us(s.p50),
+        fmt_us(s.p90),
+        fmt_us(s.p99),
+        fmt_us(s.p999),
+        fmt_us(s.max),
+    );
+}
+
+fn delivery_line(d: &DeliveryOut) -> String {
+    let c = &d.counts;
+    format!(
+        "expected {} · delivered {} · lost {} · duplicated {} · reordered {} · unexpected {} · unaccounted {}",
+        thousands(c.expected),
+        thousands(c.delivered),
+        thousands(c.lost),
+        thousands(c.duplicated),
+        thousands(c.reordered),
+        thousands(c.unexpected),
+        thousands(c.unaccounted)
+    )
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k} × {}", thousands(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Renders `s` for a terminal; `dir` is where the files went.
+pub fn render(s: &Summary, dir: &str) -> String {
+    let mut o = String::new();
+    let target = if s.target.embedded {
+        format!("in-process server {}", s.target.urls.join(" "))
+    } else {
+        s.target.urls.join(" ")
+    };
+    let _ = writeln!(o, "scenario {} → {target}", s.scenario);
+    let _ = writeln!(
+        o,
+        "peers {} (peak connected {}) · {:.1} s{} + {:.1} s drain · seed {} · {} worker{}",
+        thousands(s.peers),
+        thousands(s.connections.peak_connected.max(0) as u64),
+        s.duration_s,
+        if s.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        s.grace_s,
+        s.seed,
+        s.workers,
+        if s.workers == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        o,
+        "\n  {:<13} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "latency", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    lat_row(&mut o, "fan-out", &s.latency.fanout_us);
+    lat_row(&mut o, "ack", &s.latency.ack_us);
+    lat_row(&mut o, "connect", &s.latency.connect_us);
+    lat_row(&mut o, "presence", &s.latency.presence_us);
+    if s.latency.direct_us.count > 0 {
+        lat_row(&mut o, "direct", &s.latency.direct_us);
+    }
+    if s.latency.reconnect_us.count > 0 {
+        lat_row(&mut o, "reconnect", &s.latency.reconnect_us);
+    }
+    lat_row(&mut o, "schedule lag", &s.schedule_lag_us);
+    let t = &s.throughput;
+    let _ = writeln!(
+        o,
+        "\nthroughput  {} publishes ({:.0}/s) → {} deliveries ({:.0}/s); {} presence events; {} directs",
+        thousands(t.publishes),
+        t.publishes_per_s,
+        thousands(t.deliveries),
+        t.deliveries_per_s,
+        thousands(t.presence_events),
+        thousands(t.directs_sent)
+    );
+    let _ = writeln!(o, "delivery    {}", delivery_line(&s.delivery));
+    if s.delivery_by_population.len() > 1 {
+        for (name, d) in &s.delivery_by_population {
+            let _ = writeln!(o, "  {name:<10}{}", delivery_line(d));
+        }
+    }
+    if s.directs.counts.expected > 0 || s.throughput.directs_sent > 0 {
+        let _ = writeln!(o, "directs     {}", delivery_line(&s.directs));
+    }
+    let c = &s.connections;
+    let _ = writeln!(
+        o,
+        "connections {} attempts · {} established · {} failed{}",
+        thousands(c.attempts),
+        thousands(c.established),
+        thousands(c.failed),
+        if c.failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts(&c.failures))
+        }
+    );
+    let _ = writeln!(o, "errors      {}", counts(&s.errors));
+    let _ = writeln!(o, "closes      {}", counts(&s.closes));
+    if !s.unexpected_frames.is_empty() {
+        let _ = writeln!(o, "unexpected  {}", counts(&s.unexpected_frames));
+    }
+    let e = &s.expectations;
+    if e.token_expiry.expired_sessions > 0 {
+        let t = &e.token_expiry;
+        let _ = writeln!(
+            o,
+            "token expiry {} expired · 4002 on time {} · off time {} · not closed {} · reconnected {}",
+            t.expired_sessions,
+            t.closed_4002_on_time,
+            t.closed_4002_off_time,
+            t.not_closed,
+            t.reconnected
+        );
+    }
+    for (kind, x) in &e.oversized {
+        let _ = writeln!(
+            o,
+            "oversized {kind:<4} sent {} · accepted {} · closed 1009 {} · error {} · refused {} · other {} · mismatched {}",
+            x.sent, x.accepted, x.closed_1009, x.error_frame, x.refused, x.other, x.mismatched
+        );
+    }
+    for st in &e.storms {
+        let _ = writeln!(
+            o,
+            "storm at {:.1} s: dropped {} · reconnected {}",
+            st.at_s, st.dropped, st.reconnected
+        );
+    }
+    let h = &s.harness;
+    let _ = writeln!(
+        o,
+        "harness     CPU {:.0}% of one core on average (peak {:.0}% of {} cores; machine {:.0}% busy) · RSS {:.1} MB{}",
+        h.cpu_percent,
+        h.cpu_peak_share * 100.0,
+        h.cores,
+        h.machine_cpu_percent,
+        h.rss_peak_bytes as f64 / 1e6,
+        if h.rss_per_peer_bytes > 0 {
+            format!(
+                " ({} B per connected peer)",
+                thousands(h.rss_per_peer_bytes)
+            )
+        } else {
+            String::new()
+        }
+    );
+    for w in &s.warnings {
+        let _ = writeln!(o, "warning     {} (× {})", w.message, thousands(w.count));
+    }
+    if s.valid {
+        let _ = writeln!(o, "valid       yes");
+    } else {
+        for r in &s.invalid_reasons {
+            let _ = writeln!(o, "INVALID     {r}");
+        }
+    }
+    for t in &s.thresholds {
+        let actual = match t.actual {
+            None => "no value".into(),
+            Some(a) if t.unit == "us" => fmt_us(a.max(0.0) as u64),
+            Some(a) => format!("{a}"),
+        };
+        let _ = writeln!(
+            o,
+            "threshold   {} {} (actual {actual})",
+            if t.passed { "ok    " } else { "BROKEN" },
+            t.rule
+        );
+    }
+    let _ = writeln!(o, "report      {dir}");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn renders_a_default_summary() {
+        let text = render(&Summary::default(), "reports/x");
+        assert!(text.contains("fan-out"));
+        assert!(text.contains("reports/x"));
+    }
+}
