@@ -272,7 +272,8 @@ impl PeerSpec {
 #[serde(deny_unknown_fields)]
 pub struct Padded {
     pub frame: Json,
-    pub size: usize,
+    /// A number, or a placeholder such as `"{mms+1}"`.
+    pub size: Json,
     /// Send as this many WebSocket fragments (FRAME-9: the limit applies after reassembly).
     #[serde(default = "one")]
     pub fragments: usize,
@@ -302,6 +303,17 @@ pub struct CloseExpect {
     /// The close must come within [exp − 1000 ms, exp + 500 ms] of this peer's token
     /// expiry (EXP-1).
     pub at_exp: Option<String>,
+    /// The close frame must carry a non-empty reason of at most 123 bytes (CONN-10).
+    #[serde(default)]
+    pub with_reason: bool,
+}
+
+/// `assert`: a value built from placeholders must match an expectation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertSpec {
+    pub value: Json,
+    pub expect: Json,
 }
 
 /// `connect_flood`: upgrade attempts from this case's source address until HTTP 429.
@@ -357,6 +369,8 @@ pub struct AdminSpec {
     pub app: String,
     /// For `op = "plan"`: the partial plan.
     pub plan: Option<Json>,
+    /// For `op = "revoke"`: `secret` (default) or `publishable`.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -384,6 +398,8 @@ pub struct StepSpec {
     pub ms: Option<u64>,
     /// With `expect`: the matched frame's raw text must contain this (placeholders allowed).
     pub raw_contains: Option<String>,
+    /// With `expect`/`expect_all`: frames matching this are dropped while waiting.
+    pub skip: Option<Json>,
 
     pub connect: Option<bool>,
     pub reconnect: Option<bool>,
@@ -408,6 +424,20 @@ pub struct StepSpec {
     pub drop: Option<bool>,
     pub shutdown_server: Option<bool>,
     pub connect_flood: Option<Flood>,
+    pub assert: Option<AssertSpec>,
+    pub subscribe: Option<SubscribeSpec>,
+}
+
+/// `subscribe`: shorthand for a subscribe with a requestId, its ack and its snapshot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeSpec {
+    pub channel: String,
+    #[serde(default)]
+    pub include_sender_metadata: bool,
+    /// The snapshot's `joined` array (exact, in order; use `{ "$set" = [...] }` for any
+    /// order); absent: any snapshot for the channel; `false`: no snapshot expected.
+    pub snapshot: Option<Json>,
 }
 
 /// What a step does, after validation.
@@ -425,8 +455,12 @@ pub enum Action {
     Expect {
         frame: Json,
         raw_contains: Option<String>,
+        skip: Option<Json>,
     },
-    ExpectAll(Vec<Json>),
+    ExpectAll {
+        frames: Vec<Json>,
+        skip: Option<Json>,
+    },
     ExpectNone {
         frame: Json,
         ms: u64,
@@ -442,6 +476,7 @@ pub enum Action {
     Drop,
     ShutdownServer,
     ConnectFlood(Flood),
+    Assert(AssertSpec),
 }
 
 impl Action {
@@ -449,7 +484,11 @@ impl Action {
     pub fn uses_peer(&self) -> bool {
         !matches!(
             self,
-            Action::Rest(_) | Action::Admin(_) | Action::Wait(_) | Action::ShutdownServer
+            Action::Rest(_)
+                | Action::Admin(_)
+                | Action::Wait(_)
+                | Action::ShutdownServer
+                | Action::Assert(_)
         )
     }
 
@@ -466,7 +505,7 @@ impl Action {
             Action::Burst(_) => "burst",
             Action::WsPing(_) => "ws_ping",
             Action::Expect { .. } => "expect",
-            Action::ExpectAll(_) => "expect_all",
+            Action::ExpectAll { .. } => "expect_all",
             Action::ExpectNone { .. } => "expect_none",
             Action::ExpectSilence(_) => "expect_silence",
             Action::ExpectClose(_) => "expect_close",
@@ -479,6 +518,7 @@ impl Action {
             Action::Drop => "drop",
             Action::ShutdownServer => "shutdown_server",
             Action::ConnectFlood(_) => "connect_flood",
+            Action::Assert(_) => "assert",
         }
     }
 }
@@ -784,9 +824,18 @@ fn validate(
             s.expect.clone().map(|frame| Action::Expect {
                 frame,
                 raw_contains: s.raw_contains.clone(),
+                skip: s.skip.clone(),
             }),
         );
-        push(true, s.expect_all.clone().map(Action::ExpectAll));
+        push(
+            true,
+            s.expect_all.clone().map(|frames| Action::ExpectAll {
+                frames,
+                skip: s.skip.clone(),
+            }),
+        );
+        let sugar = s.subscribe.clone();
+        push(sugar.is_some(), Some(Action::Wait(0)));
         push(
             true,
             s.expect_none.clone().map(|frame| Action::ExpectNone {
@@ -808,6 +857,7 @@ fn validate(
             Some(Action::ShutdownServer),
         );
         push(true, s.connect_flood.clone().map(Action::ConnectFlood));
+        push(true, s.assert.clone().map(Action::Assert));
         let action = match actions.len() {
             1 => actions.pop().expect("one action"),
             0 => {
@@ -816,7 +866,7 @@ fn validate(
                     "step has no action: give one of connect, reconnect, send, send_raw, send_binary, \
                      send_text_hex, send_padded, burst, ws_ping, expect, expect_all, expect_none, \
                      expect_silence, expect_close, expect_http, expect_ws_pong, rest, admin, wait_ms, \
-                     close, drop, shutdown_server, connect_flood"
+                     close, drop, shutdown_server, connect_flood, assert, subscribe"
                         .into(),
                 ));
             }
@@ -831,6 +881,9 @@ fn validate(
                 ));
             }
         };
+        if s.skip.is_some() && !matches!(action, Action::Expect { .. } | Action::ExpectAll { .. }) {
+            return Err(invalid(step_line, "field `skip` only goes with `expect` or `expect_all`".into()));
+        }
         if s.raw_contains.is_some() && !matches!(action, Action::Expect { .. }) {
             return Err(invalid(
                 step_line,
@@ -847,7 +900,7 @@ fn validate(
             && !matches!(
                 action,
                 Action::Expect { .. }
-                    | Action::ExpectAll(_)
+                    | Action::ExpectAll { .. }
                     | Action::ExpectClose(_)
                     | Action::ExpectWsPong(_)
                     | Action::ExpectHttp(_)
@@ -951,9 +1004,58 @@ fn validate(
             }
             _ => {}
         }
+        let repeat = s.repeat.unwrap_or(1);
+        if let Some(sub) = sugar {
+            if s.within_ms.is_some() {
+                return Err(invalid(step_line, "field `within_ms` does not go with `subscribe`".into()));
+            }
+            if repeat != 1 {
+                return Err(invalid(step_line, "field `repeat` does not go with `subscribe`".into()));
+            }
+            if !case.peers.contains_key(&peer) {
+                return Err(invalid(step_line, format!("field `peer`: no peer `{peer}` in this case's `peers`")));
+            }
+            let rid = format!("sub-{step_line}");
+            let mut frame = serde_json::json!({"type": "subscribe", "channel": sub.channel, "requestId": rid});
+            if sub.include_sender_metadata {
+                frame["includeSenderMetadata"] = Json::Bool(true);
+            }
+            let mut expanded = vec![
+                Action::Send(frame),
+                Action::Expect {
+                    frame: serde_json::json!({"type": "ack", "requestId": rid}),
+                    raw_contains: None,
+                    skip: None,
+                },
+            ];
+            match sub.snapshot {
+                Some(Json::Bool(false)) => {}
+                joined => {
+                    let mut snap = serde_json::json!({"type": "presence", "channel": sub.channel, "left": []});
+                    if let Some(j) = joined {
+                        snap["joined"] = j;
+                    }
+                    expanded.push(Action::Expect {
+                        frame: snap,
+                        raw_contains: None,
+                        skip: None,
+                    });
+                }
+            }
+            for action in expanded {
+                steps.push(Step {
+                    peer: peer.clone(),
+                    repeat: 1,
+                    within_ms: None,
+                    action,
+                    line: step_line,
+                });
+            }
+            continue;
+        }
         steps.push(Step {
             peer,
-            repeat: s.repeat.unwrap_or(1),
+            repeat,
             within_ms: s.within_ms,
             action,
             line: step_line,

@@ -2,8 +2,10 @@
 //!
 //! Placeholders `{name}` are replaced in everything a case sends or expects: `{run}`
 //! (the case's unique prefix), `{room}`, `{peer.a}`, `{exp.a}`, `{i}`, captured values,
-//! `{uniq:N}` (a unique string of exactly N bytes), `{x:N}` (N times `x`), and any of
-//! them with the filter `|url` (percent-encoded for a URL path). `{{` is a literal `{`.
+//! `{uniq:N}` (a unique string of exactly N bytes), `{x:N}` (N times `x`), `{now}`,
+//! integer arithmetic `{name+N}` / `{name-N}` (e.g. `{now+60}`), and any of
+//! them with a filter: `|url` (percent-encoded for a URL path), `|jwt_header` or
+//! `|jwt_claims` (a token's decoded header or claims). `{{` is a literal `{`.
 //! A string that is exactly one placeholder takes the value's JSON type (`"{exp.a}"` is a
 //! number).
 //!
@@ -39,7 +41,7 @@ pub struct Vars {
 
 /// Characters allowed inside a placeholder's braces.
 fn placeholder_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "_.:=|-".contains(c)
+    c.is_ascii_alphanumeric() || "_.:=|+-".contains(c)
 }
 
 impl Vars {
@@ -77,6 +79,8 @@ impl Vars {
             Value::String("x".repeat(n))
         } else if name == "now" {
             Value::from(now_s())
+        } else if let Some(v) = self.arithmetic(name) {
+            v
         } else {
             self.map
                 .get(name)
@@ -94,8 +98,32 @@ impl Vars {
                     percent_encoding::utf8_percent_encode(&text, PATH_SEGMENT).to_string(),
                 ))
             }
-            Some(f) => Err(format!("unknown filter `|{f}` in `{{{body}}}`; use |url")),
+            Some(f @ ("jwt_header" | "jwt_claims")) => {
+                use base64::Engine;
+                let token = value.as_str().unwrap_or_default();
+                let part = token.split('.').nth(if f == "jwt_header" { 0 } else { 1 });
+                let decoded = part
+                    .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                decoded.ok_or_else(|| format!("`{{{body}}}`: not a JWT"))
+            }
+            Some(f) => Err(format!(
+                "unknown filter `|{f}` in `{{{body}}}`; use |url, |jwt_header or |jwt_claims"
+            )),
         }
+    }
+
+    /// `{name+N}` / `{name-N}` on an integer value (e.g. `{now+60}`, `{mms+1}`).
+    fn arithmetic(&self, name: &str) -> Option<Value> {
+        let at = name.rfind(['+', '-'])?;
+        let (base, op, n) = (&name[..at], &name[at..at + 1], &name[at + 1..]);
+        let n: i64 = n.parse().ok()?;
+        let base = if base == "now" {
+            now_s()
+        } else {
+            self.map.get(base)?.as_i64()?
+        };
+        Some(Value::from(if op == "+" { base + n } else { base - n }))
     }
 
     /// Replaces placeholders in text (raw frames, URLs, headers).
@@ -529,6 +557,8 @@ mod tests {
         assert_eq!(v.text("{{room}").unwrap(), "{room}");
         assert_eq!(v.text("{room|url}").unwrap(), "cf-1%2Froom");
         assert_eq!(v.value(&json!("{exp.a}")).unwrap(), json!(1767229200));
+        assert_eq!(v.value(&json!("{exp.a+1}")).unwrap(), json!(1767229201));
+        assert_eq!(v.value(&json!("{exp.a-200}")).unwrap(), json!(1767229000));
         assert_eq!(v.text("{uniq:8}").unwrap(), "cf-1-xxx");
         assert_eq!(v.text("{x:3}").unwrap(), "xxx");
         assert!(v.text("{nope}").unwrap_err().contains("nope"));
