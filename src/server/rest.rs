@@ -1,0 +1,483 @@
+//! The REST control plane (SPEC §20): tokens, channel peers, system publish, kick, usage.
+//! `Authorization: Bearer <keyId>:<secret>`; every authentication failure is the same
+//! 401, checked in constant time with respect to which part failed (REST-5).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode, header};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::faults::Fault;
+use super::http::{Resp, error_response, json_response};
+use super::state::{SecretKey, Shared};
+use crate::proto::auth;
+use crate::proto::limits::{
+    MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_CHANNELS, MAX_TOKEN_PERMISSIONS,
+    is_reserved, valid_channel, valid_peer_id,
+};
+use crate::proto::{Action, Actions, Claims, close};
+
+/// A REST failure: status, stable code, message.
+pub type Failure = (StatusCode, &'static str, String);
+
+fn fail<T>(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Result<T, Failure> {
+    Err((status, code, message.into()))
+}
+
+fn bad<T>(message: impl Into<String>) -> Result<T, Failure> {
+    fail(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn ct_eq(expected: &[u8], given: &[u8]) -> bool {
+    // Time depends only on the expected length, never on where the inputs differ.
+    let mut diff = expected.len() ^ given.len();
+    for (i, x) in expected.iter().enumerate() {
+        diff |= (x ^ given.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+/// The bearer credential of a request, if the header has that shape.
+pub fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// REST-2…5: resolves the secret key, or `None` for the uniform 401.
+fn authenticate(sh: &Shared, req: &Request<Incoming>) -> Option<Arc<SecretKey>> {
+    let credential = bearer(req).unwrap_or_default();
+    if sh.faults.has(Fault::RestNoAuth) {
+        let id = credential.split(':').next().unwrap_or_default();
+        return sh.secret_key(id).or_else(|| sh.first_secret_key());
+    }
+    let (id, secret) = match credential.split_once(':') {
+        Some((id, secret)) => (id, secret),
+        None if sh.legacy_rest_auth => {
+            let key = sh.legacy_key(credential);
+            let expected = key
+                .as_ref()
+                .and_then(|k| k.legacy.clone())
+                .unwrap_or_default();
+            let ok = ct_eq(expected.as_bytes(), credential.as_bytes()) && key.is_some();
+            return key.filter(|k| ok && !k.revoked.load(Ordering::Relaxed));
+        }
+        None => (credential, ""),
+    };
+    let key = sh.secret_key(id);
+    // Compare against something even for unknown ids, so timing does not reveal them.
+    let expected = key
+        .as_ref()
+        .map_or("\u{0}unknown-key\u{0}", |k| k.secret.as_str());
+    let ok = ct_eq(expected.as_bytes(), secret.as_bytes()) && !secret.is_empty();
+    key.filter(|k| ok && !k.revoked.load(Ordering::Relaxed))
+}
+
+/// Reads a request body of at most `limit` bytes (LIM-12 → 413).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, Failure> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_big = || {
+        fail::<Vec<u8>>(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("request body is larger than {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return too_big();
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => too_big(),
+        Err(_) => bad("could not read the request body"),
+    }
+}
+
+/// Parses a JSON object body into raw members (values stay byte-exact).
+fn members(body: &[u8]) -> Result<HashMap<String, &RawValue>, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return bad("request body must be a JSON object");
+    }
+    serde_json::from_slice(body).or_else(|e| bad(format!("request body is not a JSON object: {e}")))
+}
+
+fn object_member(
+    m: &HashMap<String, &RawValue>,
+    name: &str,
+    max: usize,
+) -> Result<Option<Map<String, Value>>, Failure> {
+    let Some(raw) = m.get(name) else {
+        return Ok(None);
+    };
+    let Ok(map) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+        return bad(format!("`{name}` must be a JSON object"));
+    };
+    let size = serde_json::to_string(&map).map_or(usize::MAX, |s| s.len());
+    if size > max {
+        return bad(format!(
+            "`{name}` is {size} bytes, over the {max}-byte limit"
+        ));
+    }
+    Ok(Some(map))
+}
+
+fn string_list(
+    m: &HashMap<String, &RawValue>,
+    name: &str,
+    max: usize,
+) -> Result<Option<Vec<String>>, Failure> {
+    let Some(raw) = m.get(name) else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<Vec<String>>(raw.get()) {
+        Ok(v) if v.len() <= max => Ok(Some(v)),
+        _ => bad(format!(
+            "`{name}` must be an array of at most {max} strings"
+        )),
+    }
+}
+
+/// Routes one REST request.
+pub async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    match dispatch(sh, req).await {
+        Ok(resp) => resp,
+        Err((status, code, message)) => error_response(status, code, &message),
+    }
+}
+
+enum Route {
+    Tokens,
+    Usage,
+    Kick(String),
+    Peers(String),
+    Publish(String),
+}
+
+fn decode(segment: &str) -> Result<String, Failure> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .or_else(|_| bad("path parameter is not valid UTF-8"))
+}
+
+fn route(method: &Method, path: &str) -> Result<Route, Failure> {
+    let not_found = || fail(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    match (method, path) {
+        (&Method::POST, "/v1/tokens") => return Ok(Route::Tokens),
+        (&Method::GET, "/v1/usage") => return Ok(Route::Usage),
+        _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/v1/peers/") {
+        return if method == Method::DELETE {
+            Ok(Route::Kick(decode(id)?))
+        } else {
+            not_found()
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/v1/channels/") {
+        // REST-11: everything between the prefix and the last segment is the channel,
+        // so both `a%2Fb` and a raw `a/b` work.
+        if let Some(ch) = rest.strip_suffix("/peers") {
+            return if method == Method::GET {
+                Ok(Route::Peers(decode(ch)?))
+            } else {
+                not_found()
+            };
+        }
+        if let Some(ch) = rest.strip_suffix("/publish") {
+            return if method == Method::POST {
+                Ok(Route::Publish(decode(ch)?))
+            } else {
+                not_found()
+            };
+        }
+    }
+    not_found()
+}
+
+async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Failure> {
+    let route = route(req.method(), req.uri().path())?;
+    if sh.is_shutting_down() {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal_error",
+            "server is shutting down",
+        );
+    }
+    if sh.faults.has(Fault::Rest503) {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal_error",
+            "injected internal error (fault switch)",
+        );
+    }
+    let Some(key) = authenticate(sh, &req) else {
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid credentials: use Authorization: Bearer <keyId>:<secret>",
+        );
+    };
+    match route {
+        Route::Tokens => {
+            let body = read_body(req, sh.limits.rest_body_limit).await?;
+            tokens(sh, &key, &body)
+        }
+        Route::Usage => Ok(json_response(StatusCode::OK, &key.app.usage_json())),
+        Route::Kick(id) => {
+            if !valid_peer_id(&id) {
+                return bad("peer id must be 1-128 bytes of printable ASCII");
+            }
+            let code = if sh.faults.has(Fault::RestKickWrongCode) {
+                close::NORMAL
+            } else {
+                close::ADMIN_DISCONNECT
+            };
+            let closed = key.app.hub.close_peer(&id, code);
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"peerId": id, "closed": closed}),
+            ))
+        }
+        Route::Peers(channel) => {
+            check_channel(&key, &channel, Action::Presence)?;
+            let entries = key
+                .app
+                .hub
+                .peers_in(&channel, sh.faults.has(Fault::RestPeersPerConnection));
+            let list = format!(
+                "[{}]",
+                entries.iter().map(|e| &**e).collect::<Vec<_>>().join(",")
+            );
+            let peers = RawValue::from_string(list).or_else(|_| {
+                fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "internal_error",
+                    "bad entry",
+                )
+            })?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"channel": channel, "peers": peers}),
+            ))
+        }
+        Route::Publish(channel) => {
+            check_channel(&key, &channel, Action::Publish)?;
+            let body = read_body(req, sh.limits.rest_body_limit).await?;
+            publish(sh, &key, &channel, &body)
+        }
+    }
+}
+
+/// Channel validity, reserved names, action and key scope (REST-20, REST-30).
+fn check_channel(key: &SecretKey, channel: &str, action: Action) -> Result<(), Failure> {
+    if !valid_channel(channel) {
+        return bad("channel must be 1-256 bytes without control characters");
+    }
+    if is_reserved(channel) {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "channel_reserved",
+            "reserved channel prefix",
+        );
+    }
+    if !key.actions.contains(action) {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "action_not_permitted",
+            format!("this key lacks the `{}` action", action.as_str()),
+        );
+    }
+    if !key.patterns.iter().any(|p| p.matches(channel)) {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "channel_not_authorized",
+            format!("channel {channel} is outside this key's patterns"),
+        );
+    }
+    Ok(())
+}
+
+/// `POST /v1/tokens` (REST-12…14).
+fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
+    let m = members(body)?;
+    let peer_id = m
+        .get("peerId")
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        .filter(|p| valid_peer_id(p));
+    let Some(peer_id) = peer_id else {
+        return bad("`peerId` is required: 1-128 bytes of printable ASCII");
+    };
+    let channels = string_list(&m, "channels", MAX_TOKEN_CHANNELS)?;
+    if channels.iter().flatten().any(|c| !valid_channel(c)) {
+        return bad("`channels` entries must be 1-256 bytes without control characters");
+    }
+    let permissions = string_list(&m, "permissions", MAX_TOKEN_PERMISSIONS)?;
+    if let Some(unknown) = permissions
+        .iter()
+        .flatten()
+        .find(|p| Action::parse(p).is_none())
+    {
+        return bad(format!(
+            "unknown permission {unknown:?} (expected publish, subscribe, presence, send)"
+        ));
+    }
+    let limits = &sh.limits;
+    let ttl = match m.get("expiresInSec") {
+        None => limits.token_default_ttl_secs,
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(n) if (1..=limits.token_max_ttl_secs).contains(&n) => n,
+            _ => {
+                return bad(format!(
+                    "`expiresInSec` must be an integer from 1 to {}",
+                    limits.token_max_ttl_secs
+                ));
+            }
+        },
+    };
+    let metadata = object_member(&m, "metadata", MAX_METADATA_BYTES)?;
+    let peer_metadata = object_member(&m, "peerMetadata", MAX_PEER_METADATA_BYTES)?;
+    let requested = Actions::from_names(permissions.iter().flatten());
+    if let Some(a) = requested.iter().find(|a| !key.actions.contains(*a)) {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "action_not_permitted",
+            format!("this key lacks the `{}` action", a.as_str()),
+        );
+    }
+    // REST-13: each requested entry, read literally, must match one of the key's patterns.
+    if let Some(c) = channels
+        .iter()
+        .flatten()
+        .find(|c| !key.patterns.iter().any(|p| p.matches(c)))
+    {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "channel_not_authorized",
+            format!("channel {c} is outside this key's patterns"),
+        );
+    }
+    let now = sh.clock.now_s();
+    let exp = now + ttl as i64;
+    let claims = Claims {
+        sub: Some(peer_id),
+        exp: Some(exp),
+        iat: Some(now),
+        nbf: None,
+        channels,
+        permissions: Some(match permissions {
+            Some(p) => Actions::from_names(p).names(),
+            None => key.actions.names(),
+        }),
+        peer_metadata,
+        metadata,
+    };
+    let token = auth::mint(&key.id, key.secret.as_bytes(), &claims);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"token": token, "expiresAt": exp}),
+    ))
+}
+
+/// An origin id for REST publishes, so injected swaps only pair messages with one `from`.
+fn rest_origin(app: &str, from: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (app, from).hash(&mut h);
+    h.finish() | 1 << 63
+}
+
+/// `POST /v1/channels/:id/publish` (REST-30…36).
+fn publish(sh: &Shared, key: &SecretKey, channel: &str, body: &[u8]) -> Result<Resp, Failure> {
+    let m = members(body)?;
+    let Some(data) = m.get("data").copied() else {
+        return bad("`data` is required (null is allowed)");
+    };
+    let from = match m.get("from") {
+        None => "system".to_owned(),
+        Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(f) if valid_peer_id(&f) => f,
+            _ => return bad("`from` must be 1-128 bytes of printable ASCII"),
+        },
+    };
+    let meta = object_member(&m, "peerMetadata", MAX_PEER_METADATA_BYTES)?.map(|map| {
+        RawValue::from_string(serde_json::to_string(&map).expect("maps serialize"))
+            .expect("valid JSON")
+    });
+    if !key.app.charge_message() {
+        return fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_message_quota",
+            "message quota exhausted for this period",
+        );
+    }
+    let delivered = key.app.hub.publish(
+        sh,
+        None,
+        rest_origin(&key.app.id, &from),
+        channel,
+        &from,
+        data,
+        meta.as_deref(),
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"channel": channel, "delivered": delivered}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"", b"a"));
+        assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route(&Method::POST, "/v1/tokens"),
+            Ok(Route::Tokens)
+        ));
+        assert!(
+            matches!(route(&Method::GET, "/v1/channels/a%2Fb/peers"), Ok(Route::Peers(c)) if c == "a/b")
+        );
+        assert!(
+            matches!(route(&Method::GET, "/v1/channels/a/b/peers"), Ok(Route::Peers(c)) if c == "a/b")
+        );
+        assert!(
+            matches!(route(&Method::POST, "/v1/channels/x/publish"), Ok(Route::Publish(c)) if c == "x")
+        );
+        assert!(
+            matches!(route(&Method::DELETE, "/v1/peers/eli-7"), Ok(Route::Kick(p)) if p == "eli-7")
+        );
+        assert!(matches!(
+            route(&Method::GET, "/v1/peers/eli-7"),
+            Err((StatusCode::NOT_FOUND, _, _))
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v1/nope"),
+            Err((StatusCode::NOT_FOUND, _, _))
+        ));
+    }
+}

@@ -1,0 +1,1006 @@
+//! One WebSocket connection, from the upgrade to the close: connect-time checks (CONN-6),
+//! `welcome`, then one task that selects over the socket, its outbound queue, close
+//! requests and one timer (heartbeat HB-1/2, token expiry EXP-1, delayed frames).
+//!
+//! Inbound frames are checked in the order of SPEC §7.1: the token bucket (1), the size
+//! (2) and the opcode / UTF-8 (3) here, JSON shape and fields (4-7) in
+//! `proto::frame::parse_request`, then authorization, limits, quota and routing (8-14)
+//! here. Each frame's responses are queued before the next frame is read (FRAME-12).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use uuid::Uuid;
+
+use super::config::RateLimit;
+use super::faults::Fault;
+use super::hub::{Conn, Leave, push};
+use super::outbox::{ABORT, Item};
+use super::state::{App, Matcher, Scope, Shared};
+use crate::proto::auth::{self, EXPIRY_LEAD_MS, TokenError};
+use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
+use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
+use crate::proto::pattern::is_wildcard;
+use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
+
+/// How long the server waits for the client's close frame (CLOSE-18).
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// Frames written per turn before the session looks at its socket again.
+const WRITE_BATCH: usize = 256;
+/// tungstenite write buffer: larger buffers batch broadcast frames into fewer syscalls
+/// (LIMITS.md A2: +35% fan-out throughput over 4 KiB). Allocated lazily.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// tungstenite read buffer, allocated eagerly per connection: the main per-connection
+/// memory cost (LIMITS.md A1).
+const READ_BUFFER: usize = 4 * 1024;
+
+/// A connection that passed credential verification (CONN-6 step 3).
+#[derive(Debug)]
+pub struct Admitted {
+    pub app: Arc<App>,
+    pub peer_id: String,
+    /// Token `exp` (Unix s); `None` for publishable keys.
+    pub expires_at: Option<i64>,
+    /// The token had expired and was let in by the `accept-expired` fault.
+    pub expired_admitted: bool,
+    pub scope: Arc<Scope>,
+    pub actions: Actions,
+    pub peer_metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Why a connection was refused after the upgrade: close code and reason.
+pub type Refusal = (u16, &'static str);
+
+fn percent_decode(v: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// Verifies the credential in the query string (CONN-2/3, AUTH-1…10, JWT-*).
+pub fn authenticate(
+    sh: &Shared,
+    query: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Admitted, Refusal> {
+    let (mut token, mut key, mut n_token, mut n_key) = (None, None, 0, 0);
+    for pair in query.unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "token" => {
+                n_token += 1;
+                token = percent_decode(value);
+            }
+            "key" => {
+                n_key += 1;
+                key = percent_decode(value);
+            }
+            _ => {}
+        }
+    }
+    const BAD: Refusal = (close::INVALID_TOKEN, "invalid token");
+    match (n_token, n_key) {
+        (1, 0) => verify_token(sh, token.as_deref().ok_or(BAD)?),
+        (0, 1) => verify_publishable(sh, key.as_deref().ok_or(BAD)?, origin),
+        (0, 0) => Err((close::INVALID_TOKEN, "no token or key given")),
+        _ => Err((close::INVALID_TOKEN, "give either token or key, not both")),
+    }
+}
+
+fn turn_metadata(
+    sh: &Shared,
+    inject: bool,
+    metadata: Option<Map<String, Value>>,
+) -> Option<Map<String, Value>> {
+    match (&sh.turn, inject) {
+        (Some(servers), true) => {
+            let mut m = metadata.unwrap_or_default();
+            // AUTH-14: the token's own iceServers win.
+            m.entry("iceServers").or_insert_with(|| servers.clone());
+            Some(m)
+        }
+        _ => metadata,
+    }
+}
+
+fn verify_publishable(
+    sh: &Shared,
+    key_id: &str,
+    origin: Option<&str>,
+) -> Result<Admitted, Refusal> {
+    let key = sh
+        .publishable_key(key_id)
+        .filter(|k| !k.revoked.load(Ordering::Relaxed))
+        .ok_or((close::INVALID_TOKEN, "unknown or revoked key"))?;
+    if let Some(origin) = origin
+        && !key.allowed_origins.is_empty()
+        && !key.allowed_origins.iter().any(|o| o == origin)
+    {
+        return Err((close::INVALID_TOKEN, "origin not allowed for this key"));
+    }
+    Ok(Admitted {
+        app: key.app.clone(),
+        peer_id: Uuid::new_v4().to_string(),
+        expires_at: None,
+        expired_admitted: false,
+        scope: Arc::new(Scope {
+            key: key.patterns.clone(),
+            token: None,
+        }),
+        actions: key.actions,
+        peer_metadata: None,
+        metadata: turn_metadata(sh, key.auto_inject_turn, None),
+    })
+}
+
+/// The claims of a token, unverified (used only by fault switches).
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn verify_token(sh: &Shared, token: &str) -> Result<Admitted, Refusal> {
+    const BAD: Refusal = (close::INVALID_TOKEN, "invalid token");
+    let f = sh.faults;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| BAD)?;
+    let kid = header.kid.unwrap_or_default();
+    let key = sh
+        .secret_key(&kid)
+        .filter(|k| !k.revoked.load(Ordering::Relaxed))
+        .or_else(|| {
+            f.has(Fault::AcceptUnknownKid)
+                .then(|| sh.first_secret_key())
+                .flatten()
+        })
+        .ok_or((close::INVALID_TOKEN, "key not found"))?;
+    let now_ms = sh.clock.now_ms();
+    let secret = key.secret.as_bytes();
+    let mut token = std::borrow::Cow::Borrowed(token);
+    let mut expired_admitted = false;
+    let mut result = auth::verify(&token, |_| Some(secret), now_ms);
+    if f.has(Fault::AcceptBadSignature)
+        && matches!(&result, Err(TokenError::Invalid(why)) if why == "bad signature")
+    {
+        // Re-sign the claims with the right secret, so every other check still applies.
+        let claims = unverified_claims(&token).ok_or(BAD)?;
+        token = std::borrow::Cow::Owned(auth::mint(&kid, secret, &claims));
+        result = auth::verify(&token, |_| Some(secret), now_ms);
+    }
+    if f.has(Fault::AcceptExpired) && result == Err(TokenError::Expired) {
+        let exp = unverified_claims(&token)
+            .and_then(|c| c.get("exp").and_then(Value::as_i64))
+            .ok_or(BAD)?;
+        result = auth::verify(&token, |_| Some(secret), exp.saturating_mul(1000) - 1000);
+        expired_admitted = true;
+    }
+    let v = result.map_err(|e| match e {
+        TokenError::Expired => (close::TOKEN_EXPIRED, "token expired"),
+        TokenError::Invalid(_) => BAD,
+    })?;
+    let actions = match &v.permissions {
+        Some(p) => Actions::from_names(p).intersect(key.actions),
+        None => key.actions,
+    };
+    let token_scope = v
+        .channels
+        .as_ref()
+        .map(|c| c.iter().map(|p| Matcher::new(p)).collect());
+    Ok(Admitted {
+        app: key.app.clone(),
+        peer_id: v.sub.unwrap_or_else(|| Uuid::new_v4().to_string()),
+        expires_at: Some(v.exp),
+        expired_admitted,
+        scope: Arc::new(Scope {
+            key: key.patterns.clone(),
+            token: token_scope,
+        }),
+        actions,
+        peer_metadata: v.peer_metadata,
+        metadata: turn_metadata(sh, key.auto_inject_turn, v.metadata),
+    })
+}
+
+/// The tungstenite configuration for a connection of `app`. The library's own size cap is
+/// the protocol's (so oversize is detected before buffering more), and we send 1009.
+fn ws_config(sh: &Shared, max_message_size: usize) -> WebSocketConfig {
+    let cap = if sh.faults.has(Fault::NoSizeLimit) {
+        16 << 20
+    } else {
+        max_message_size
+    };
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Outbound frames may exceed maxMessageSize (LIM-2): room for a few of them.
+        .max_write_buffer_size(WRITE_BUFFER + 4 * max_message_size + (1 << 20))
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap))
+}
+
+/// Counts one upgraded WebSocket task for the shutdown drain.
+pub struct LiveGuard(Arc<Shared>);
+
+impl LiveGuard {
+    pub fn new(sh: &Arc<Shared>) -> LiveGuard {
+        sh.live_sessions.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(sh.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs a connection whose HTTP upgrade completed.
+pub async fn serve(
+    sh: Arc<Shared>,
+    upgraded: Upgraded,
+    query: Option<String>,
+    origin: Option<String>,
+) {
+    let admitted = authenticate(&sh, query.as_deref(), origin.as_deref());
+    let max = admitted
+        .as_ref()
+        .map_or(sh.limits.max_message_size, |a| a.app.max_message_size);
+    let cfg = Some(ws_config(&sh, max));
+    // Unwrap hyper's upgrade box to the TcpStream: fewer layers per read, less memory.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let tcp = parts.io.into_inner();
+            let ws = if parts.read_buf.is_empty() {
+                WebSocketStream::from_raw_socket(tcp, Role::Server, cfg).await
+            } else {
+                WebSocketStream::from_partially_read(
+                    tcp,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    cfg,
+                )
+                .await
+            };
+            run(sh, ws, admitted).await
+        }
+        Err(upgraded) => {
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, cfg).await;
+            run(sh, ws, admitted).await
+        }
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::GOING_AWAY => "server shutting down",
+        close::INVALID_PAYLOAD => "invalid UTF-8 in text frame",
+        close::TOO_BIG => "frame larger than maxMessageSize",
+        close::INTERNAL => "internal error",
+        close::TOKEN_EXPIRED => "token expired",
+        close::CHANNEL_NOT_AUTHORIZED => "channel not authorized",
+        close::OVER_CONCURRENT_LIMIT => "over concurrent connection limit",
+        close::OVER_MESSAGE_RATE => "over message rate",
+        close::ACCOUNT_SUSPENDED => "account suspended",
+        close::ADMIN_DISCONNECT => "admin disconnect",
+        close::NORMAL => "closed by server",
+        1002 => "protocol error",
+        1013 => "slow consumer: outbound queue full",
+        _ => "closing",
+    }
+}
+
+/// Sends a close frame and waits (bounded) for the client's (CLOSE-18), then drops TCP.
+async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = timeout(CLOSE_HANDSHAKE, async {
+        if ws.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = ws.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn run<S>(sh: Arc<Shared>, mut ws: WebSocketStream<S>, admitted: Result<Admitted, Refusal>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let a = match admitted {
+        Ok(a) => a,
+        Err((code, reason)) => return close_with(&mut ws, code, reason).await,
+    };
+    // CONN-6 steps 4 and 5.
+    if a.app.suspended.load(Ordering::Acquire) {
+        return close_with(
+            &mut ws,
+            close::ACCOUNT_SUSPENDED,
+            close_reason(close::ACCOUNT_SUSPENDED),
+        )
+        .await;
+    }
+    if !a.app.admit() {
+        return close_with(
+            &mut ws,
+            close::OVER_CONCURRENT_LIMIT,
+            close_reason(close::OVER_CONCURRENT_LIMIT),
+        )
+        .await;
+    }
+    let peer_metadata = a.peer_metadata.as_ref().map(|m| {
+        // A map always serializes, and its JSON text is a valid RawValue.
+        RawValue::from_string(serde_json::to_string(m).expect("maps serialize"))
+            .expect("serialized JSON is valid")
+    });
+    let conn = Arc::new(Conn::new(
+        sh.next_id(),
+        &a.peer_id,
+        peer_metadata,
+        a.actions.contains(Action::Presence),
+    ));
+    let mut s = Session {
+        sh: sh.clone(),
+        app: a.app.clone(),
+        conn: conn.clone(),
+        scope: a.scope.clone(),
+        actions: a.actions,
+        subs: Vec::new(),
+        bucket: a.app.rate.map(Bucket::new),
+        published: false,
+    };
+    // The welcome is queued before the connection becomes reachable, so it is first (ORD-1).
+    push(&sh, &conn, welcome_text(&sh, &a).into());
+    a.app.hub.register(&conn);
+    sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    if sh.is_shutting_down() {
+        // Registered after the shutdown swept the hubs: close like everyone else.
+        conn.out.request_close(close::GOING_AWAY);
+    }
+    let expiry = a
+        .expires_at
+        .filter(|_| !a.expired_admitted && !sh.faults.has(Fault::NoExpiryClose))
+        .map(|exp| {
+            let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
+            Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
+        });
+    let end = s.run_loop(&mut ws, expiry).await;
+    // Presence leaves go out as soon as the close is decided (CLOSE-18).
+    s.leave();
+    match end {
+        End::Close(close::GOING_AWAY) => {
+            let mut batch = VecDeque::new();
+            conn.out.take(Instant::now(), &mut batch, usize::MAX);
+            // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
+            let _ = timeout(Duration::from_millis(250), write_batch(&mut ws, &mut batch)).await;
+            if !sh.faults.has(Fault::NoGoingAway) {
+                let ga = ServerFrame::GoingAway {
+                    retry_after_ms: sh.limits.going_away_retry_after_ms,
+                }
+                .to_text();
+                let _ = timeout(
+                    Duration::from_millis(100),
+                    ws.send(Message::Text(ga.into())),
+                )
+                .await;
+            }
+            close_with(&mut ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
+        }
+        End::Close(code) => close_with(&mut ws, code, close_reason(code)).await,
+        End::PeerClosed => {
+            // tungstenite queued the reply close; write it out.
+            let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
+        }
+        End::Drop => {}
+    }
+}
+
+fn welcome_text(sh: &Shared, a: &Admitted) -> String {
+    let frame = ServerFrame::Welcome {
+        peer_id: a.peer_id.clone(),
+        expires_at: a.expires_at,
+        server_time: sh.clock.now_s(),
+        max_message_size: a.app.max_message_size as u64,
+        metadata: a.metadata.clone(),
+    };
+    if a.expires_at.is_none() && sh.faults.has(Fault::WelcomeMissingExpires) {
+        let mut v = serde_json::to_value(&frame).expect("frames serialize");
+        if let Some(m) = v.as_object_mut() {
+            m.remove("expiresAt");
+        }
+        return v.to_string();
+    }
+    frame.to_text()
+}
+
+async fn write_batch<S>(
+    ws: &mut WebSocketStream<S>,
+    batch: &mut VecDeque<Item>,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(item) = batch.pop_front() {
+        ws.feed(Message::Text(item.text)).await?;
+    }
+    ws.flush().await
+}
+
+/// How the main loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Close with this code (handshake follows).
+    Close(u16),
+    /// The client sent a close frame.
+    PeerClosed,
+    /// Drop TCP without a handshake (dead peer, I/O error, abort).
+    Drop,
+}
+
+/// Per-connection token bucket (RATE-1/2).
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    burst: f64,
+    per_sec: f64,
+}
+
+impl Bucket {
+    fn new(r: RateLimit) -> Bucket {
+        Bucket {
+            tokens: r.burst as f64,
+            at: Instant::now(),
+            burst: r.burst as f64,
+            per_sec: r.refill_per_sec as f64,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The session-private state of one admitted connection.
+struct Session {
+    sh: Arc<Shared>,
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    scope: Arc<Scope>,
+    actions: Actions,
+    /// Held subscriptions, exact and wildcard, as the client named them (≤ 100).
+    subs: Vec<Box<str>>,
+    bucket: Option<Bucket>,
+    /// A publish was accepted (the `close-1011` fault closes after the first).
+    published: bool,
+}
+
+impl Session {
+    async fn run_loop<S>(&mut self, ws: &mut WebSocketStream<S>, expiry: Option<Instant>) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let conn = self.conn.clone();
+        let ping_every = self.sh.limits.ping_interval;
+        let grace = self.sh.limits.pong_grace;
+        let mut next_ping = Instant::now() + ping_every;
+        let mut pong_deadline: Option<Instant> = None;
+        let mut batch: VecDeque<Item> = VecDeque::new();
+        let sleep = tokio::time::sleep_until(next_ping);
+        tokio::pin!(sleep);
+        let mut armed = next_ping;
+        loop {
+            if let Some(code) = conn.out.close_requested() {
+                return if code == ABORT {
+                    End::Drop
+                } else {
+                    End::Close(code)
+                };
+            }
+            let now = Instant::now();
+            let due = conn.out.take(now, &mut batch, WRITE_BATCH);
+            let more = batch.len() == WRITE_BATCH;
+            if !batch.is_empty() {
+                let written = tokio::select! {
+                    biased;
+                    _ = conn.out.close_signal() => continue,
+                    r = write_batch(ws, &mut batch) => r,
+                };
+                if written.is_err() {
+                    return End::Drop;
+                }
+                if batch.capacity() > 4 * WRITE_BATCH {
+                    batch.shrink_to(0);
+                }
+            }
+            let mut wake = pong_deadline.unwrap_or(next_ping).min(next_ping);
+            if let Some(e) = expiry {
+                wake = wake.min(e);
+            }
+            if let Some(d) = due {
+                wake = wake.min(d);
+            }
+            if wake != armed {
+                sleep.as_mut().reset(wake);
+                armed = wake;
+            }
+            tokio::select! {
+                biased;
+                _ = conn.out.close_signal() => {}
+                msg = ws.next() => {
+                    pong_deadline = None;
+                    match msg {
+                        Some(Ok(msg)) => {
+                            if let Some(end) = self.on_message(msg) {
+                                return end;
+                            }
+                        }
+                        Some(Err(e)) => return self.on_error(e),
+                        None => return End::Drop,
+                    }
+                }
+                _ = conn.out.pushed(), if !more => {}
+                _ = std::future::ready(()), if more => {}
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if expiry.is_some_and(|e| e <= now) {
+                        return End::Close(close::TOKEN_EXPIRED);
+                    }
+                    if pong_deadline.is_some_and(|d| d <= now) {
+                        // HB-2: silent for the grace period after a Ping: drop, no handshake.
+                        return End::Drop;
+                    }
+                    if next_ping <= now {
+                        if timeout(grace, ws.send(Message::Ping(Default::default()))).await.is_err() {
+                            return End::Drop;
+                        }
+                        pong_deadline = Some(now + grace);
+                        next_ping = now + ping_every;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Check 1 of §7.1: every text or binary frame takes a token (RATE-2).
+    fn rate_ok(&mut self) -> bool {
+        match &mut self.bucket {
+            Some(b) if !self.sh.faults.has(Fault::NoRateLimit) => {
+                let ok = b.take();
+                if !ok {
+                    self.sh.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            }
+            _ => true,
+        }
+    }
+
+    fn on_error(&mut self, e: WsError) -> End {
+        match e {
+            WsError::Capacity(_) => {
+                if !self.rate_ok() {
+                    return End::Close(close::OVER_MESSAGE_RATE);
+                }
+                End::Close(close::TOO_BIG)
+            }
+            WsError::Utf8(_) => {
+                if !self.rate_ok() {
+                    return End::Close(close::OVER_MESSAGE_RATE);
+                }
+                End::Close(close::INVALID_PAYLOAD)
+            }
+            WsError::Protocol(_) => End::Close(1002),
+            _ => End::Drop,
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Option<End> {
+        let (len, text) = match msg {
+            Message::Text(t) => (t.len(), Some(t)),
+            Message::Binary(b) => (b.len(), None),
+            Message::Close(_) => return Some(End::PeerClosed),
+            // Pings are answered by tungstenite; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        if !self.rate_ok() {
+            return Some(End::Close(close::OVER_MESSAGE_RATE));
+        }
+        let max = self.app.max_message_size;
+        let f = self.sh.faults;
+        let too_big = if f.has(Fault::NoSizeLimit) {
+            false
+        } else if f.has(Fault::SizeLimitOffByOne) {
+            len >= max
+        } else {
+            len > max
+        };
+        if too_big {
+            return Some(End::Close(close::TOO_BIG));
+        }
+        match text {
+            Some(t) => self.on_text(&t),
+            None => {
+                self.error(
+                    ErrorCode::MalformedMessage,
+                    None,
+                    "binary frames are not accepted; send JSON text",
+                );
+                None
+            }
+        }
+    }
+
+    fn push(&self, text: String) {
+        push(&self.sh, &self.conn, text.into());
+    }
+
+    fn error(&self, code: ErrorCode, request_id: Option<String>, message: &str) {
+        let f = self.sh.faults;
+        let code = if code == ErrorCode::UnknownType && f.has(Fault::UnknownTypeAsMalformed) {
+            ErrorCode::MalformedMessage
+        } else {
+            code
+        };
+        let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
+        self.push(ServerFrame::error(code, request_id, message).to_text());
+    }
+
+    /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
+    fn ack(&self, request_id: &Option<String>, missing: Option<Fault>) -> Option<Utf8Bytes> {
+        let f = self.sh.faults;
+        if missing.is_some_and(|m| f.has(m)) {
+            return None;
+        }
+        let id = match request_id {
+            Some(id) if f.has(Fault::AckWrongRequestId) => format!("{id}-wrong"),
+            Some(id) => id.clone(),
+            None if f.has(Fault::AckUnrequested) => String::new(),
+            None => return None,
+        };
+        Some(ServerFrame::Ack { request_id: id }.to_text().into())
+    }
+
+    fn on_text(&mut self, text: &str) -> Option<End> {
+        let inbound = match parse_request(text) {
+            Ok(i) => i,
+            Err(r) => {
+                let long = (r.code == ErrorCode::InvalidChannel
+                    && self.sh.faults.has(Fault::LongChannelAccepted))
+                .then(|| parse_long_channel(text))
+                .flatten();
+                match long {
+                    Some(i) => i,
+                    None => {
+                        self.error(r.code, r.request_id, &r.message);
+                        return None;
+                    }
+                }
+            }
+        };
+        let rid = inbound.request_id;
+        match inbound.request {
+            Request::Subscribe {
+                channel,
+                include_sender_metadata,
+            } => self.subscribe(rid, channel, include_sender_metadata),
+            Request::Unsubscribe { channel } => {
+                self.unsubscribe(rid, &channel);
+                None
+            }
+            Request::Publish { channel, data } => self.publish(rid, &channel, data),
+            Request::Send { to, data } => {
+                self.send(rid, &to, data);
+                None
+            }
+            Request::Ping => {
+                self.push(ServerFrame::Pong { request_id: rid }.to_text());
+                None
+            }
+        }
+    }
+
+    /// Checks 8-10 of §7.1 for subscribe and publish.
+    fn authorize(
+        &self,
+        rid: &Option<String>,
+        channel: &str,
+        action: Action,
+    ) -> Result<(), ErrorCode> {
+        let f = self.sh.faults;
+        if is_reserved(channel) && !f.has(Fault::AllowReserved) {
+            self.error(
+                ErrorCode::ChannelReserved,
+                rid.clone(),
+                "reserved channel prefix",
+            );
+            return Err(ErrorCode::ChannelReserved);
+        }
+        if !self.actions.contains(action) && !f.has(Fault::IgnorePermissions) {
+            self.error(
+                ErrorCode::ActionNotPermitted,
+                rid.clone(),
+                &format!("this credential lacks the `{}` action", action.as_str()),
+            );
+            return Err(ErrorCode::ActionNotPermitted);
+        }
+        if !self.scope.allows(channel) && !f.has(Fault::IgnoreChannelScope) {
+            return Err(ErrorCode::ChannelNotAuthorized);
+        }
+        Ok(())
+    }
+
+    fn subscribe(
+        &mut self,
+        rid: Option<String>,
+        channel: String,
+        include_meta: bool,
+    ) -> Option<End> {
+        let f = self.sh.faults;
+        match self.authorize(&rid, &channel, Action::Subscribe) {
+            Ok(()) => {}
+            Err(ErrorCode::ChannelNotAuthorized) => {
+                if self.app.compat.unauthorized_subscribe_closes {
+                    return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
+                }
+                self.error(
+                    ErrorCode::ChannelNotAuthorized,
+                    rid,
+                    "channel is outside this credential's patterns",
+                );
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let held = self.subs.iter().any(|s| **s == *channel);
+        if !held
+            && self.subs.len() >= self.sh.limits.max_subscriptions
+            && !f.has(Fault::NoChannelLimit)
+        {
+            self.error(
+                ErrorCode::ChannelLimitExceeded,
+                rid,
+                "at most 100 subscriptions per connection",
+            );
+            return None;
+        }
+        if f.has(Fault::InternalError) {
+            self.error(
+                ErrorCode::InternalError,
+                rid,
+                "injected internal error (fault switch)",
+            );
+            return None;
+        }
+        let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
+        let hub = &self.app.hub;
+        if is_wildcard(&channel) {
+            hub.subscribe_wildcard(
+                &self.sh,
+                &self.conn,
+                &channel,
+                include_meta,
+                &self.scope,
+                ack,
+            );
+        } else {
+            hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
+        }
+        if !held {
+            self.subs.push(channel.into());
+        }
+        None
+    }
+
+    fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
+        let ack = self.ack(&rid, None);
+        let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
+            // UNSUB-2: idempotent.
+            if let Some(ack) = ack {
+                push(&self.sh, &self.conn, ack);
+            }
+            return;
+        };
+        self.subs.swap_remove(i);
+        let hub = &self.app.hub;
+        if is_wildcard(channel) {
+            hub.unsubscribe_wildcard(&self.sh, &self.conn, channel, ack);
+        } else {
+            hub.unsubscribe(&self.sh, &self.conn, channel, ack, Leave::Unsubscribe);
+        }
+    }
+
+    /// Checks 12 and the injected backend fault for publish and send.
+    fn charge(&self, rid: &Option<String>) -> bool {
+        if !self.app.charge_message() {
+            self.error(
+                ErrorCode::OverMessageQuota,
+                rid.clone(),
+                "message quota exhausted for this period",
+            );
+            return false;
+        }
+        if self.sh.faults.has(Fault::BackendError) {
+            self.error(
+                ErrorCode::BackendError,
+                rid.clone(),
+                "injected backend error (fault switch)",
+            );
+            return false;
+        }
+        true
+    }
+
+    fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
+        let f = self.sh.faults;
+        match self.authorize(&rid, channel, Action::Publish) {
+            Ok(()) => {}
+            Err(ErrorCode::ChannelNotAuthorized) => {
+                self.error(
+                    ErrorCode::ChannelNotAuthorized,
+                    rid,
+                    "channel is outside this credential's patterns",
+                );
+                return None;
+            }
+            Err(_) => return None,
+        }
+        if !self.charge(&rid) {
+            return None;
+        }
+        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
+            push(&self.sh, &self.conn, ack);
+        }
+        let spoofed = f
+            .has(Fault::FromSpoofable)
+            .then(|| {
+                serde_json::from_str::<Map<String, Value>>(data.get())
+                    .ok()
+                    .and_then(|m| m.get("from").and_then(Value::as_str).map(str::to_owned))
+            })
+            .flatten();
+        let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
+        self.app.hub.publish(
+            &self.sh,
+            Some(self.conn.id),
+            self.conn.id,
+            channel,
+            from,
+            data,
+            self.conn.peer_metadata.as_deref(),
+        );
+        let first = !self.published;
+        self.published = true;
+        (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
+    }
+
+    fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
+        let f = self.sh.faults;
+        if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
+            self.error(
+                ErrorCode::ActionNotPermitted,
+                rid,
+                "this credential lacks the `send` action",
+            );
+            return;
+        }
+        if !self.charge(&rid) {
+            return;
+        }
+        let meta = self
+            .conn
+            .peer_metadata
+            .as_deref()
+            .filter(|_| !f.has(Fault::DirectNoMetadata));
+        let peer_id = &self.conn.peer_id;
+        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
+            direct_text(peer_id, data, meta).into()
+        });
+        if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
+            let shown: String = to.chars().take(40).collect();
+            self.error(
+                ErrorCode::PeerNotFound,
+                rid,
+                &format!("peer {shown} is not connected"),
+            );
+        } else if let Some(ack) = self.ack(&rid, None) {
+            push(&self.sh, &self.conn, ack);
+        }
+    }
+
+    /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
+    /// admission slot.
+    fn leave(&mut self) {
+        let hub = &self.app.hub;
+        hub.unregister(&self.conn);
+        let mut wild = false;
+        for channel in self.subs.drain(..) {
+            if is_wildcard(&channel) {
+                wild = true;
+            } else {
+                hub.unsubscribe(&self.sh, &self.conn, &channel, None, Leave::Disconnect);
+            }
+        }
+        if wild {
+            hub.remove_wildcards(&self.conn);
+        }
+        self.app.release();
+    }
+}
+
+/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
+/// `long-channel-accepted` fault); everything else about the frame must be valid.
+fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
+    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    let field = |name: &str| {
+        members
+            .get(name)
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+    };
+    let channel = field("channel")?;
+    if channel.len() <= 256
+        || !valid_channel(&channel[..256.min(channel.len())])
+        || channel.chars().any(crate::proto::limits::is_control)
+    {
+        return None;
+    }
+    let request_id = match members.get("requestId") {
+        None => None,
+        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
+    };
+    let request = match field("type")?.as_str() {
+        "subscribe" => Request::Subscribe {
+            channel,
+            include_sender_metadata: members
+                .get("includeSenderMetadata")
+                .is_some_and(|r| r.get() == "true"),
+        },
+        "unsubscribe" => Request::Unsubscribe { channel },
+        "publish" => Request::Publish {
+            channel,
+            data: members.get("data").copied()?,
+        },
+        _ => return None,
+    };
+    Some(Inbound {
+        request_id,
+        request,
+    })
+}
