@@ -17,9 +17,9 @@ use crate::shutdown::Stop;
 
 /// The reference server's fault switches.
 pub fn fault_names() -> Vec<String> {
-    crate::server::FAULTS
+    crate::server::Fault::ALL
         .iter()
-        .map(|f| f.to_string())
+        .map(|f| f.name().to_owned())
         .collect()
 }
 
