@@ -532,6 +532,9 @@ pub struct Step {
     pub action: Action,
     /// 1-based line in the case file, for messages.
     pub line: usize,
+    /// 1-based position of the step as written (a `subscribe` shorthand expands into
+    /// several steps with the same index).
+    pub index: usize,
 }
 
 /// A case as written.
@@ -792,7 +795,7 @@ fn validate(
     }
 
     let mut steps = Vec::with_capacity(case.steps.len());
-    for spanned in &case.steps {
+    for (written, spanned) in case.steps.iter().enumerate() {
         let step_line = line_col(text, spanned.span().start).0;
         let s = spanned.get_ref();
         let hex_bytes = match &s.send_text_hex {
@@ -1049,6 +1052,7 @@ fn validate(
                     within_ms: None,
                     action,
                     line: step_line,
+                    index: written + 1,
                 });
             }
             continue;
@@ -1059,6 +1063,7 @@ fn validate(
             within_ms: s.within_ms,
             action,
             line: step_line,
+            index: written + 1,
         });
     }
     Ok(Case {

@@ -416,12 +416,12 @@ impl<'a> Ctx<'a> {
             }
             self.apps.insert(name.clone(), keys);
         }
-        for (n, step) in self.case.steps.iter().enumerate() {
+        for step in &self.case.steps {
             for i in 0..step.repeat {
                 self.vars.set("i", i);
                 self.current_step = format!(
                     "step {} (line {}{}{}): {}",
-                    n + 1,
+                    step.index,
                     step.line,
                     if step.action.uses_peer() {
                         format!(", peer {}", step.peer)
