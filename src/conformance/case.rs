@@ -69,10 +69,6 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../conformance/order.toml"),
     ),
     (
-        "conform/limits.toml",
-        include_str!("../../conformance/limits.toml"),
-    ),
-    (
         "conform/rate.toml",
         include_str!("../../conformance/rate.toml"),
     ),
