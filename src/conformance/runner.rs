@@ -301,6 +301,8 @@ struct Ctx<'a> {
     violations: Vec<String>,
     notes: Vec<String>,
     current_step: String,
+    /// `exp` chosen for an `expiring` credential before waiting for its moment.
+    aligned_exp: Option<i64>,
 }
 
 /// Unix milliseconds now.
@@ -376,6 +378,7 @@ impl<'a> Ctx<'a> {
             violations: Vec::new(),
             notes: Vec::new(),
             current_step: "setup".into(),
+            aligned_exp: None,
         }
     }
 
@@ -753,6 +756,7 @@ impl<'a> Ctx<'a> {
                     if wait > 0 {
                         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                     }
+                    self.aligned_exp = Some(exp_ms / 1000);
                 }
                 let (t, exp) = token(self)?;
                 self.peers.get_mut(peer).expect("peer").exp = exp;
@@ -786,7 +790,11 @@ impl<'a> Ctx<'a> {
         }
         let exp = match spec.credential {
             Credential::Expired => Some(now / 1000 - 3600),
-            Credential::Expiring => Some((now + spec.expires_in_ms.unwrap_or(0) + 999) / 1000),
+            Credential::Expiring => Some(
+                self.aligned_exp
+                    .take()
+                    .unwrap_or((now + spec.expires_in_ms.unwrap_or(0) + 999) / 1000),
+            ),
             _ if spec.no_exp => None,
             _ => Some((now + spec.expires_in_ms.unwrap_or(3_600_000)) / 1000),
         };
