@@ -551,6 +551,9 @@ impl SourceIps {
 pub struct Pacer {
     per_minute: u32,
     window: Mutex<VecDeque<Instant>>,
+    /// How many tasks wait right now, and since when someone has been waiting: the
+    /// reported cost is wall time with at least one waiter, not the sum of all waits.
+    waiting: Mutex<(u32, Option<Instant>)>,
     waited_ms: AtomicU64,
 }
 
@@ -559,6 +562,7 @@ impl Pacer {
         Pacer {
             per_minute: per_minute.max(1),
             window: Mutex::new(VecDeque::new()),
+            waiting: Mutex::new((0, None)),
             waited_ms: AtomicU64::new(0),
         }
     }
@@ -583,11 +587,31 @@ impl Pacer {
         }
     }
 
-    /// Sleeps and counts the time as pacing cost.
+    /// Sleeps and counts the time as pacing cost (also when the sleep is cancelled).
     pub async fn sleep(&self, d: Duration) {
+        struct Waiting<'p>(&'p Pacer);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                let mut w = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                w.0 -= 1;
+                if w.0 == 0
+                    && let Some(since) = w.1.take()
+                {
+                    self.0
+                        .waited_ms
+                        .fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        {
+            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if w.0 == 0 {
+                w.1 = Some(Instant::now());
+            }
+            w.0 += 1;
+        }
+        let _guard = Waiting(self);
         tokio::time::sleep(d).await;
-        self.waited_ms
-            .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Total time connects waited for the budget or for a 429 to pass.

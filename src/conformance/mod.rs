@@ -128,6 +128,10 @@ pub struct ConformArgs {
     /// loopback source address (embedded or loopback targets).
     #[arg(long, value_name = "N/60s", default_value = "55", value_parser = parse_budget)]
     pub connect_budget: u32,
+    /// Connect every case from one source address, as against a remote server (so the
+    /// connect budget applies); for testing the pacing itself.
+    #[arg(long, hide = true)]
+    pub single_source: bool,
     /// Run the embedded reference server with these fault switches (repeatable).
     #[arg(long, value_name = "NAME", hide = true, conflicts_with = "target")]
     pub fault: Vec<String>,
@@ -343,7 +347,7 @@ fn embedded_capabilities() -> Target {
 
 /// An environment for running cases against `target`.
 pub fn env_for(target: Target, args: &ConformArgs, faults: Vec<String>, reference: bool) -> Env {
-    let spread = target.embedded || loopback_host(&target.ws_url);
+    let spread = !args.single_source && (target.embedded || loopback_host(&target.ws_url));
     Env {
         pacer: (!spread && args.connect_budget > 0)
             .then(|| Arc::new(Pacer::new(args.connect_budget))),

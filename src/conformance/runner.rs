@@ -857,6 +857,11 @@ impl<'a> Ctx<'a> {
 
     /// Opens the peer's connection (and waits for its welcome unless told not to).
     async fn connect(&mut self, peer: &str, reuse_url: bool) -> StepResult {
+        // Wait for the connect budget before minting, so a short-lived token is not
+        // spent waiting.
+        if let Some(pacer) = &self.env.pacer {
+            pacer.acquire().await;
+        }
         let url = match (&self.peers[peer].url, reuse_url) {
             (Some(u), true) => u.clone(),
             _ => {
@@ -886,7 +891,7 @@ impl<'a> Ctx<'a> {
             source: self.source,
             timeout_ms: self.env.timeout_ms.max(1000),
         };
-        let result = self.open(&url, &opts, true).await;
+        let result = self.open(&url, &opts).await;
         let p = self.peers.get_mut(peer).expect("validated peer");
         p.url = Some(url);
         p.connects += 1;
@@ -949,25 +954,20 @@ impl<'a> Ctx<'a> {
     }
 
     /// One connect, paced and retried on HTTP 429 against remote targets.
-    async fn open(
-        &self,
-        url: &str,
-        opts: &ConnectOptions,
-        retry_429: bool,
-    ) -> Result<WsConn, ConnectError> {
+    /// One connect (its budget already taken); against remote targets an HTTP 429 is
+    /// waited out and retried rather than failing the case.
+    async fn open(&self, url: &str, opts: &ConnectOptions) -> Result<WsConn, ConnectError> {
         let Some(pacer) = &self.env.pacer else {
             return WsConn::connect(url, opts).await;
         };
         let give_up = Instant::now() + Duration::from_secs(180);
         loop {
-            pacer.acquire().await;
             match WsConn::connect(url, opts).await {
-                Err(ConnectError::Http { status: 429, .. })
-                    if retry_429 && Instant::now() < give_up =>
-                {
+                Err(ConnectError::Http { status: 429, .. }) if Instant::now() < give_up => {
                     // The server's window is fuller than ours (other clients, or a
                     // stricter limit): back off and try again.
                     pacer.sleep(Duration::from_secs(5)).await;
+                    pacer.acquire().await;
                 }
                 other => return other,
             }
