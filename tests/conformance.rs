@@ -24,10 +24,16 @@ fn default_args() -> ConformArgs {
 async fn builtin_suite_passes_against_the_reference_server() {
     let known = coverage::rule_ids().expect("rule table");
     let files = case::load(None, Some(&known)).expect("built-in cases load");
-    let cases: Vec<Arc<case::Case>> = files.into_iter().flat_map(|f| f.cases).map(Arc::new).collect();
+    let cases: Vec<Arc<case::Case>> = files
+        .into_iter()
+        .flat_map(|f| f.cases)
+        .map(Arc::new)
+        .collect();
     assert!(cases.len() >= 150, "only {} cases", cases.len());
 
-    let server = EmbeddedServer::start(Options::default()).await.expect("server starts");
+    let server = EmbeddedServer::start(Options::default())
+        .await
+        .expect("server starts");
     let args = default_args();
     let env = env_for(server.target().clone(), &args, Vec::new(), true);
     let (_tx, stop) = Stop::never();
@@ -36,12 +42,20 @@ async fn builtin_suite_passes_against_the_reference_server() {
     let took = started.elapsed();
     server.shutdown().await;
 
-    let failed: Vec<_> = run.results.iter().filter(|r| r.verdict == Verdict::Fail).collect();
+    let failed: Vec<_> = run
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .collect();
     assert!(
         failed.is_empty(),
         "{} case(s) failed:\n{}",
         failed.len(),
-        failed.iter().map(|r| report::text::case_line(r, false)).collect::<Vec<_>>().join("\n")
+        failed
+            .iter()
+            .map(|r| report::text::case_line(r, false))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Against the reference server nothing is skipped and nothing is merely non-strict.
     let odd: Vec<_> = run
@@ -51,7 +65,11 @@ async fn builtin_suite_passes_against_the_reference_server() {
         .map(|r| format!("{} {:?}: {}", r.id, r.verdict, r.detail))
         .collect();
     assert!(odd.is_empty(), "{odd:#?}");
-    let musts = run.results.iter().filter(|r| r.level == Level::Must).count();
+    let musts = run
+        .results
+        .iter()
+        .filter(|r| r.level == Level::Must)
+        .count();
     assert!(musts >= 150, "only {musts} must cases");
     assert!(took < Duration::from_secs(60), "the suite took {took:?}");
 }

@@ -25,17 +25,28 @@ fn stdout(o: &Output) -> String {
 fn unreachable_target_exits_2_quickly() {
     let started = Instant::now();
     let o = stampede(&["conform", "--target", "ws://127.0.0.1:9/v1"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("cannot reach the target ws://127.0.0.1:9/v1"), "{err}");
+    assert!(
+        err.contains("cannot reach the target ws://127.0.0.1:9/v1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_target_urls_exit_2() {
     let o = stampede(&["conform", "--target", "http://127.0.0.1:9/v1"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("expected a ws:// URL"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected a ws:// URL"),
+        "{}",
+        stderr(&o)
+    );
     let o = stampede(&["conform", "--target", "wss://127.0.0.1:9/v1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("TLS"), "{}", stderr(&o));
@@ -92,11 +103,20 @@ steps = [
 "#,
     )
     .unwrap();
-    let o = stampede(&["conform", "--cases", dir.path().to_str().unwrap(), "--only", "ping/pong"]);
+    let o = stampede(&[
+        "conform",
+        "--cases",
+        dir.path().to_str().unwrap(),
+        "--only",
+        "ping/pong",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("PASS       ping/pong"), "{out}");
-    assert!(out.trim_end().ends_with("1 passed, 0 failed, 0 skipped"), "{out}");
+    assert!(
+        out.trim_end().ends_with("1 passed, 0 failed, 0 skipped"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -118,12 +138,17 @@ fn json_and_junit_reports_have_the_documented_shape() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let cases = v["cases"].as_array().expect("cases array");
     assert!(cases.len() >= 6);
     for c in cases {
         assert!(c["id"].is_string());
-        assert!(c["spec"].as_array().is_some_and(|s| !s.is_empty() && s.iter().all(|x| x.is_string())));
+        assert!(
+            c["spec"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|x| x.is_string()))
+        );
         assert!(["must", "should", "info"].contains(&c["level"].as_str().unwrap()));
         assert!(c["choice"].is_boolean());
         assert!(["pass", "fail", "skip", "non_strict"].contains(&c["verdict"].as_str().unwrap()));
@@ -138,17 +163,33 @@ fn json_and_junit_reports_have_the_documented_shape() {
     let report = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML parses");
     assert_eq!(report.tests, cases.len());
     assert_eq!(report.failures, 0);
-    let testcases: Vec<_> = report.test_suites.iter().flat_map(|s| s.test_cases.iter()).collect();
+    let testcases: Vec<_> = report
+        .test_suites
+        .iter()
+        .flat_map(|s| s.test_cases.iter())
+        .collect();
     assert_eq!(testcases.len(), cases.len());
-    let pong = testcases.iter().find(|t| t.name.as_str() == "ping/pong").expect("ping/pong testcase");
+    let pong = testcases
+        .iter()
+        .find(|t| t.name.as_str() == "ping/pong")
+        .expect("ping/pong testcase");
     assert!(
-        pong.properties.iter().any(|p| p.name.as_str() == "spec" && p.value.as_str() == "PING-1"),
+        pong.properties
+            .iter()
+            .any(|p| p.name.as_str() == "spec" && p.value.as_str() == "PING-1"),
         "SPEC ids are properties"
     );
 
     let md = std::fs::read_to_string(&md).unwrap();
-    assert!(md.contains("| verdict | case | SPEC | level | detail |"), "{md}");
-    assert!(stdout(&o).trim_end().ends_with(&format!("{} passed, 0 failed, 0 skipped", cases.len())));
+    assert!(
+        md.contains("| verdict | case | SPEC | level | detail |"),
+        "{md}"
+    );
+    assert!(
+        stdout(&o)
+            .trim_end()
+            .ends_with(&format!("{} passed, 0 failed, 0 skipped", cases.len()))
+    );
 }
 
 #[test]
@@ -172,7 +213,13 @@ steps = [
 "#,
     )
     .unwrap();
-    let o = stampede(&["conform", "--cases", dir.path().to_str().unwrap(), "--only", "wrong/*"]);
+    let o = stampede(&[
+        "conform",
+        "--cases",
+        dir.path().to_str().unwrap(),
+        "--only",
+        "wrong/*",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(out.contains("FAIL       wrong/pong-type [PING-1]"), "{out}");
@@ -206,7 +253,11 @@ steps = [
     let d = dir.path().to_str().unwrap();
     let o = stampede(&["conform", "--cases", d, "--only", "should/*"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("NON-STRICT should/impossible"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("NON-STRICT should/impossible"),
+        "{}",
+        stdout(&o)
+    );
     let o = stampede(&["conform", "--cases", d, "--only", "should/*", "--strict"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }
@@ -223,10 +274,20 @@ fn list_dry_run_and_coverage() {
         .expect("count line");
     assert!(n >= 150, "{n}");
 
-    let o = stampede(&["conform", "--dry-run", "--target", "ws://127.0.0.1:9/v1", "--only", "shutdown/*,quota/*"]);
+    let o = stampede(&[
+        "conform",
+        "--dry-run",
+        "--target",
+        "ws://127.0.0.1:9/v1",
+        "--only",
+        "shutdown/*,quota/*",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("SKIP       shutdown/going-away-then-1001"), "{out}");
+    assert!(
+        out.contains("SKIP       shutdown/going-away-then-1001"),
+        "{out}"
+    );
     assert!(out.contains("needs the admin hook"), "{out}");
 
     let o = stampede(&["conform", "--coverage"]);

@@ -10,7 +10,12 @@ fn self_check_kills_every_fault() {
         .output()
         .expect("stampede runs");
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.contains("faults killed (100%)"), "{out}");
     assert!(!out.contains("SURVIVED"), "{out}");
 }

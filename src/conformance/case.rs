@@ -739,10 +739,10 @@ fn validate(
             ));
         }
         match peer.credential {
-            Credential::Publishable | Credential::Both => {
-                if peer.app.as_deref().is_none_or(|a| a == "other") {
-                    requires.insert(Requirement::PublishableKey);
-                }
+            Credential::Publishable | Credential::Both
+                if peer.app.as_deref().is_none_or(|a| a == "other") =>
+            {
+                requires.insert(Requirement::PublishableKey);
             }
             Credential::Expiring if peer.expires_in_ms.is_none() => {
                 return Err(invalid(
@@ -881,7 +881,10 @@ fn validate(
             }
         };
         if s.skip.is_some() && !matches!(action, Action::Expect { .. } | Action::ExpectAll { .. }) {
-            return Err(invalid(step_line, "field `skip` only goes with `expect` or `expect_all`".into()));
+            return Err(invalid(
+                step_line,
+                "field `skip` only goes with `expect` or `expect_all`".into(),
+            ));
         }
         if s.raw_contains.is_some() && !matches!(action, Action::Expect { .. }) {
             return Err(invalid(
@@ -1006,16 +1009,26 @@ fn validate(
         let repeat = s.repeat.unwrap_or(1);
         if let Some(sub) = sugar {
             if s.within_ms.is_some() {
-                return Err(invalid(step_line, "field `within_ms` does not go with `subscribe`".into()));
+                return Err(invalid(
+                    step_line,
+                    "field `within_ms` does not go with `subscribe`".into(),
+                ));
             }
             if repeat != 1 {
-                return Err(invalid(step_line, "field `repeat` does not go with `subscribe`".into()));
+                return Err(invalid(
+                    step_line,
+                    "field `repeat` does not go with `subscribe`".into(),
+                ));
             }
             if !case.peers.contains_key(&peer) {
-                return Err(invalid(step_line, format!("field `peer`: no peer `{peer}` in this case's `peers`")));
+                return Err(invalid(
+                    step_line,
+                    format!("field `peer`: no peer `{peer}` in this case's `peers`"),
+                ));
             }
             let rid = format!("sub-{step_line}");
-            let mut frame = serde_json::json!({"type": "subscribe", "channel": sub.channel, "requestId": rid});
+            let mut frame =
+                serde_json::json!({"type": "subscribe", "channel": sub.channel, "requestId": rid});
             if sub.include_sender_metadata {
                 frame["includeSenderMetadata"] = Json::Bool(true);
             }
@@ -1030,7 +1043,8 @@ fn validate(
             match sub.snapshot {
                 Some(Json::Bool(false)) => {}
                 joined => {
-                    let mut snap = serde_json::json!({"type": "presence", "channel": sub.channel, "left": []});
+                    let mut snap =
+                        serde_json::json!({"type": "presence", "channel": sub.channel, "left": []});
                     if let Some(j) = joined {
                         snap["joined"] = j;
                     }

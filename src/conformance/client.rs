@@ -110,11 +110,11 @@ pub fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         text.to_owned()
     } else {
-        format!(
-            "{}… ({} bytes)",
-            &text[..text.floor_char_boundary(max)],
-            text.len()
-        )
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &text[..end], text.len())
     }
 }
 

@@ -143,7 +143,7 @@ pub fn check_text(text: &str, state: &mut ConnState) -> (Option<Value>, Findings
         }
         "going_away" => {
             if let Some(v) = obj.get("retryAfterMs")
-                && !v.as_i64().is_some_and(|n| n > 0)
+                && v.as_i64().is_none_or(|n| n <= 0)
             {
                 f.violations.push(format!(
                     "GA-2: `going_away.retryAfterMs` must be a positive integer, got {v}"

@@ -103,7 +103,11 @@ impl Vars {
                 let token = value.as_str().unwrap_or_default();
                 let part = token.split('.').nth(if f == "jwt_header" { 0 } else { 1 });
                 let decoded = part
-                    .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+                    .and_then(|p| {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(p)
+                            .ok()
+                    })
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
                 decoded.ok_or_else(|| format!("`{{{body}}}`: not a JWT"))
             }
@@ -228,14 +232,7 @@ pub fn match_value(
 fn show(v: Option<&Value>) -> String {
     match v {
         None => "(absent)".into(),
-        Some(v) => {
-            let s = v.to_string();
-            if s.len() > 200 {
-                format!("{}…", &s[..s.floor_char_boundary(200)])
-            } else {
-                s
-            }
-        }
+        Some(v) => super::client::clip(&v.to_string(), 200),
     }
 }
 

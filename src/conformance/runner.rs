@@ -588,7 +588,11 @@ impl<'a> Ctx<'a> {
                             })?,
                             Some(other) => self.subst_text(other)?,
                         };
-                        ("POST", format!("/_admin/apps/{app_id}/keys/{key}/revoke"), None)
+                        (
+                            "POST",
+                            format!("/_admin/apps/{app_id}/keys/{key}/revoke"),
+                            None,
+                        )
                     }
                     AdminOp::Plan => (
                         "PATCH",
