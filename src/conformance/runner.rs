@@ -139,8 +139,13 @@ pub async fn run_all(
             break;
         };
         let (case, env, done) = (cases[i].clone(), env.clone(), on_done.clone());
+        let mut stop = stop.clone();
         set.spawn(async move {
-            let r = run_case(&case, i, &env).await;
+            // A stop request ends running cases at once (their connections drop).
+            let r = tokio::select! {
+                r = run_case(&case, i, &env) => r,
+                () = stop.wait() => CaseResult::skipped(&case, "interrupted"),
+            };
             drop(permit);
             done(&r);
             (i, r)
@@ -303,6 +308,8 @@ struct Ctx<'a> {
     current_step: String,
     /// `exp` chosen for an `expiring` credential before waiting for its moment.
     aligned_exp: Option<i64>,
+    /// REST calls and their answers, for failure reports.
+    rest_log: Vec<String>,
 }
 
 /// Unix milliseconds now.
@@ -379,6 +386,7 @@ impl<'a> Ctx<'a> {
             notes: Vec::new(),
             current_step: "setup".into(),
             aligned_exp: None,
+            rest_log: Vec::new(),
         }
     }
 
@@ -408,6 +416,15 @@ impl<'a> Ctx<'a> {
             if !peer.no_sub && peer.sub.is_none() && self.token_like(peer.credential) {
                 self.vars
                     .set(format!("peer.{name}"), format!("{run}-{name}"));
+            }
+        }
+        // Explicit subs that only name other peers (`sub = "{peer.b}"`) are known too.
+        for (name, peer) in &self.case.peers {
+            if let Some(sub) = &peer.sub
+                && !peer.no_sub
+                && let Ok(id) = self.vars.text(sub)
+            {
+                self.vars.set(format!("peer.{name}"), id);
             }
         }
         for (name, body) in &self.case.apps {
@@ -1420,13 +1437,11 @@ impl<'a> Ctx<'a> {
         .await
         .map_err(|e| StepFail::new(format!("HTTP {} from {what}", r.status), e))?;
         let text = String::from_utf8_lossy(&response.body).into_owned();
-        if let Some(p) = self.peers.values_mut().next() {
-            p.transcript.push(format!(
-                "  (REST {what} → {} {})",
-                response.status,
-                clip(&text, 200)
-            ));
-        }
+        self.rest_log.push(format!(
+            "  {what} → HTTP {} {}",
+            response.status,
+            clip(&text, 200)
+        ));
         if response.status != r.status {
             return Err(StepFail::new(
                 format!("HTTP {} from {what}", r.status),
@@ -1580,11 +1595,13 @@ impl<'a> Ctx<'a> {
     }
 
     fn transcripts(&self) -> Vec<(String, Vec<String>)> {
+        let rest = (!self.rest_log.is_empty()).then(|| ("REST calls".to_owned(), &self.rest_log));
         self.peers
             .values()
             .filter(|p| !p.transcript.is_empty())
-            .map(|p| {
-                let t = &p.transcript;
+            .map(|p| (format!("frames seen by {}", p.name), &p.transcript))
+            .chain(rest)
+            .map(|(name, t)| {
                 // The tail is what explains a failure; very long transcripts are cut.
                 let lines = if t.len() > 40 {
                     let mut v = vec![format!("  … {} earlier lines", t.len() - 40)];
@@ -1593,7 +1610,7 @@ impl<'a> Ctx<'a> {
                 } else {
                     t.clone()
                 };
-                (p.name.clone(), lines)
+                (name, lines)
             })
             .collect()
     }

@@ -38,7 +38,8 @@ pub struct Failure {
     pub step: String,
     pub expected: String,
     pub actual: String,
-    /// Per peer: the frames it received, in order.
+    /// Transcripts, labelled (`frames seen by a`, `REST calls`): what each peer
+    /// received, in order, and the REST calls made.
     pub seen: Vec<(String, Vec<String>)>,
 }
 

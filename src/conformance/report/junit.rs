@@ -30,7 +30,7 @@ pub fn render(run: &RunOutcome) -> Result<String, quick_junit::SerializeError> {
                         f.step, f.expected, f.actual
                     );
                     for (peer, lines) in &f.seen {
-                        text.push_str(&format!("frames seen by {peer}:\n"));
+                        text.push_str(&format!("{peer}:\n"));
                         for l in lines {
                             text.push_str(l);
                             text.push('\n');

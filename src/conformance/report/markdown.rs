@@ -63,7 +63,7 @@ pub fn render(run: &RunOutcome) -> String {
                     cell(&f.actual)
                 ));
                 for (peer, lines) in &f.seen {
-                    out.push_str(&format!("\nFrames seen by {peer}:\n\n```\n"));
+                    out.push_str(&format!("\n{peer}:\n\n```\n"));
                     for l in lines {
                         out.push_str(l);
                         out.push('\n');

@@ -36,7 +36,7 @@ pub fn case_line(r: &CaseResult, verbose: bool) -> String {
                     f.step, f.expected, f.actual
                 );
                 for (peer, lines) in &f.seen {
-                    let _ = write!(out, "\n           frames seen by {peer}:");
+                    let _ = write!(out, "\n           {peer}:");
                     for l in lines {
                         let _ = write!(out, "\n           {l}");
                     }
