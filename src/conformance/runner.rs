@@ -24,7 +24,7 @@ use super::case::{
 use super::client::{ConnectError, ConnectOptions, Event, Pacer, SourceIps, WsConn, clip};
 use super::invariants::{ConnState, check_text};
 use super::matcher::{Outcome, Vars, match_value};
-use super::verdict::{CaseResult, Failure, Verdict, grade};
+use super::verdict::{CaseResult, Failure, Transcript, Verdict, grade};
 use crate::embedded::{EmbeddedServer, Options};
 use crate::shutdown::Stop;
 use crate::target::Target;
@@ -161,7 +161,11 @@ pub async fn run_all(
         if stop.is_stopped() {
             break;
         }
-        let r = run_case(&cases[i], i, &env).await;
+        let mut stop = stop.clone();
+        let r = tokio::select! {
+            r = run_case(&cases[i], i, &env) => r,
+            () = stop.wait() => CaseResult::skipped(&cases[i], "interrupted"),
+        };
         on_done(&r);
         results[i] = Some(r);
     }
@@ -1594,7 +1598,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn transcripts(&self) -> Vec<(String, Vec<String>)> {
+    fn transcripts(&self) -> Vec<Transcript> {
         let rest = (!self.rest_log.is_empty()).then(|| ("REST calls".to_owned(), &self.rest_log));
         self.peers
             .values()
@@ -1610,7 +1614,7 @@ impl<'a> Ctx<'a> {
                 } else {
                     t.clone()
                 };
-                (name, lines)
+                Transcript { label: name, lines }
             })
             .collect()
     }

@@ -40,7 +40,14 @@ pub struct Failure {
     pub actual: String,
     /// Transcripts, labelled (`frames seen by a`, `REST calls`): what each peer
     /// received, in order, and the REST calls made.
-    pub seen: Vec<(String, Vec<String>)>,
+    pub seen: Vec<Transcript>,
+}
+
+/// One labelled transcript of a failed case.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Transcript {
+    pub label: String,
+    pub lines: Vec<String>,
 }
 
 /// The result of one case.

@@ -29,7 +29,7 @@ pub fn render(run: &RunOutcome) -> Result<String, quick_junit::SerializeError> {
                         "{}\nexpected: {}\nactual:   {}\n",
                         f.step, f.expected, f.actual
                     );
-                    for (peer, lines) in &f.seen {
+                    for super::super::verdict::Transcript { label: peer, lines } in &f.seen {
                         text.push_str(&format!("{peer}:\n"));
                         for l in lines {
                             text.push_str(l);

@@ -62,7 +62,7 @@ pub fn render(run: &RunOutcome) -> String {
                     cell(&f.expected),
                     cell(&f.actual)
                 ));
-                for (peer, lines) in &f.seen {
+                for super::super::verdict::Transcript { label: peer, lines } in &f.seen {
                     out.push_str(&format!("\n{peer}:\n\n```\n"));
                     for l in lines {
                         out.push_str(l);

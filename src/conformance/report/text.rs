@@ -35,7 +35,7 @@ pub fn case_line(r: &CaseResult, verbose: bool) -> String {
                     "\n           at {}\n           expected: {}\n           got:      {}",
                     f.step, f.expected, f.actual
                 );
-                for (peer, lines) in &f.seen {
+                for super::super::verdict::Transcript { label: peer, lines } in &f.seen {
                     let _ = write!(out, "\n           {peer}:");
                     for l in lines {
                         let _ = write!(out, "\n           {l}");
