@@ -642,7 +642,9 @@ impl Peer {
             else {
                 break;
             };
-            self.publish.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.publish.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if let Err(end) = self.send_publish(ws, s, intended).await {
                 return Some(end);
             }
@@ -652,7 +654,9 @@ impl Peer {
             else {
                 break;
             };
-            self.direct.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.direct.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if let Err(end) = self.send_direct(ws, s, intended).await {
                 return Some(end);
             }
@@ -663,7 +667,9 @@ impl Peer {
             .map(Ticker::next)
             .filter(|t| *t <= now)
         {
-            self.oversize.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.oversize.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if s.oversize_pending.is_none()
                 && let Err(end) = self.send_oversize(ws, s, intended).await
             {

@@ -744,19 +744,20 @@ impl Scenario {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(total) = o.peers {
             let old: u64 = self.populations.iter().map(|p| p.peers as u64).sum();
-            if old > 0 {
-                let mut assigned = 0u64;
-                let n = self.populations.len();
-                for (i, p) in self.populations.iter_mut().enumerate() {
-                    let share = if i + 1 == n {
-                        (total as u64).saturating_sub(assigned)
-                    } else {
-                        // Keep small populations (e.g. a few talkers) alive when scaling down.
-                        ((p.peers as u64 * total as u64) / old).max(u64::from(p.peers > 0))
-                    };
-                    assigned += share;
-                    p.peers = share as u32;
-                }
+            let n = self.populations.len();
+            let mut assigned = 0u64;
+            for (i, p) in self.populations.iter_mut().enumerate() {
+                let Some(scaled) = (p.peers as u64 * total as u64).checked_div(old) else {
+                    break; // no peers to scale
+                };
+                let share = if i + 1 == n {
+                    (total as u64).saturating_sub(assigned)
+                } else {
+                    // Keep small populations (e.g. a few talkers) alive when scaling down.
+                    scaled.max(u64::from(p.peers > 0))
+                };
+                assigned += share;
+                p.peers = share as u32;
             }
         }
         if let Some(d) = o.duration {
@@ -1213,10 +1214,7 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
             let ks = k.span();
             let vs = v.span();
             let inside = ks.contains(&offset) || vs.contains(&offset) || vs.start == offset;
-            let child_inside = match v.get_ref() {
-                DeValue::Table(_) | DeValue::Array(_) => true,
-                _ => false,
-            };
+            let child_inside = matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_));
             if inside {
                 *best = Some(name.clone());
             }

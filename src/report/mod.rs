@@ -547,7 +547,7 @@ impl Summary {
                 count: *c,
             })
             .collect();
-        warnings.sort_by(|a, b| b.count.cmp(&a.count));
+        warnings.sort_by_key(|w| std::cmp::Reverse(w.count));
         Summary {
             schema: SUMMARY_SCHEMA.into(),
             scenario: run.scenario.clone(),
