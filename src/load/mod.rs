@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Seed of every random choice.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Connect ramp of every population, e.g. 10s (0s: all at once, as fast as possible).
+    #[arg(long, value_parser = scenario::parse_duration)]
+    pub ramp: Option<Duration>,
     /// Server to load, e.g. ws://127.0.0.1:8080/v1; repeat to spread rooms over several
     /// servers. Default: the reference server, started in-process.
     #[arg(long = "target", value_name = "URL")]
@@ -117,6 +120,7 @@ impl RunArgs {
             duration: self.duration,
             rate: self.rate,
             seed: self.seed,
+            ramp: self.ramp,
             thresholds: self.thresholds.clone(),
         }
     }
@@ -460,6 +464,9 @@ async fn coordinate(
         }
         if let Some(s) = args.seed {
             a.extend(["--seed".into(), s.to_string()]);
+        }
+        if let Some(r) = args.ramp {
+            a.extend(["--ramp".into(), format!("{}ms", r.as_millis())]);
         }
         if loopback {
             let ip = args

@@ -63,6 +63,8 @@ pub struct PeerOutcome {
     pub storms: Vec<(u64, u64)>,
     pub sessions_started: u64,
     pub churn_leaves: u64,
+    /// When the first session was welcomed (absolute µs).
+    pub first_welcome_us: Option<u64>,
 }
 
 /// Why a session ended.
@@ -383,6 +385,7 @@ impl Peer {
         let now = self.now();
         self.session_no += 1;
         self.out.sessions_started += 1;
+        self.out.first_welcome_us.get_or_insert(now);
         self.sh.metrics.connected.fetch_add(1, Ordering::Relaxed);
         let cell = &self.sh.cells[self.local as usize];
         cell.online.store(true, Ordering::Release);

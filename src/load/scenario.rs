@@ -735,6 +735,8 @@ pub struct Overrides {
     /// Publish rate: per peer for populations with `rate`, total for `aggregate_rate`.
     pub rate: Option<f64>,
     pub seed: Option<u64>,
+    /// Connect ramp of every population.
+    pub ramp: Option<Duration>,
     /// Appended to the scenario's own rules.
     pub thresholds: Vec<String>,
 }
@@ -776,6 +778,11 @@ impl Scenario {
         }
         if let Some(seed) = o.seed {
             self.seed = seed;
+        }
+        if let Some(ramp) = o.ramp {
+            for p in &mut self.populations {
+                p.ramp = Dur(ramp);
+            }
         }
         self.thresholds.0.extend(o.thresholds.iter().cloned());
     }
@@ -1386,6 +1393,7 @@ size = { dist = "uniform", min = 64, max = 128 }
             duration: Some(Duration::from_secs(3)),
             rate: Some(7.0),
             seed: Some(9),
+            ramp: Some(Duration::from_millis(250)),
             thresholds: vec!["delivery.lost==0".into()],
         });
         assert_eq!(s.peers(), 55);
@@ -1394,6 +1402,7 @@ size = { dist = "uniform", min = 64, max = 128 }
         assert_eq!(s.duration, Dur::secs(3));
         assert_eq!(s.populations[0].publish.as_ref().unwrap().rate, Some(7.0));
         assert_eq!(s.seed, 9);
+        assert_eq!(s.populations[1].ramp, Dur::millis(250));
         assert_eq!(s.thresholds.0, vec!["delivery.lost==0"]);
         s.validate().unwrap();
     }
