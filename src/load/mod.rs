@@ -442,14 +442,7 @@ async fn coordinate(
             t0_s.clone(),
             "--emit-result".into(),
             "--quiet".into(),
-            "--key-id".into(),
-            t.creds.key_id.clone(),
-            "--secret".into(),
-            t.creds.secret.clone(),
         ];
-        if let Some(pk) = &t.creds.publishable {
-            a.extend(["--publishable-key".into(), pk.clone()]);
-        }
         for ep in &t.endpoints {
             a.extend(["--target".into(), ep.url.clone()]);
         }
@@ -491,7 +484,15 @@ async fn coordinate(
         + sc.duration.0
         + sc.grace.0
         + Duration::from_secs(60);
-    let outcomes = worker::run_workers(commands, live.clone(), stop, deadline).await;
+    // Credentials travel in the environment, not on command lines other users can read.
+    let mut env = vec![
+        ("STAMPEDE_KEY_ID".to_owned(), t.creds.key_id.clone()),
+        ("STAMPEDE_SECRET".to_owned(), t.creds.secret.clone()),
+    ];
+    if let Some(pk) = &t.creds.publishable {
+        env.push(("STAMPEDE_PUBLISHABLE_KEY".to_owned(), pk.clone()));
+    }
+    let outcomes = worker::run_workers(commands, env, live.clone(), stop, deadline).await;
     live.done.store(true, std::sync::atomic::Ordering::Release);
     let _ = view.await;
     let mut merged: Option<RunData> = None;
