@@ -527,6 +527,11 @@ impl Peer {
         let mut deadline = self.next_deadline(s);
         let sleep = tokio::time::sleep_until(self.sh.clock.instant_at(deadline));
         tokio::pin!(sleep);
+        // One waiter for the whole session: re-creating it per frame costs a Notify
+        // registration per received frame.
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
+        let mut stop_seen = false;
         loop {
             tokio::select! {
                 biased;
@@ -551,12 +556,14 @@ impl Peer {
                         return end;
                     }
                 }
-                changed = stop.changed() => {
+                changed = &mut stopped, if !stop_seen => {
+                    stop_seen = true;
                     if changed.is_err() {
                         // Engine gone: treat as the end of the run.
                         Box::pin(close_quietly(ws)).await;
                         return End::RunOver;
                     }
+                    // The end of the run moved: the deadline below picks it up.
                 }
             }
             let next = self.next_deadline(s);
