@@ -22,6 +22,10 @@ pub enum Command {
     Run(crate::load::RunArgs),
     /// List the built-in scenarios.
     Scenarios(crate::load::ScenariosArgs),
+    /// Render DIR/report.html from a run directory.
+    Report(crate::report::html::ReportArgs),
+    /// Compare two run directories; exit 1 when a --fail-on rule triggers.
+    Compare(crate::compare::CompareArgs),
 }
 
 #[cfg(test)]

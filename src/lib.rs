@@ -14,6 +14,7 @@
 //! [`embedded`], this file and `tests/` join them.
 
 pub mod cli;
+pub mod compare;
 pub mod conformance;
 pub mod embedded;
 pub mod load;
@@ -36,5 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Conform(args) => conformance::main(args, shutdown::ctrl_c_twice()).await,
         Command::Run(args) => load::main(args, shutdown::ctrl_c_twice()).await,
         Command::Scenarios(args) => load::list_scenarios(args),
+        Command::Report(args) => report::html::main(args),
+        Command::Compare(args) => compare::main(args),
     }
 }

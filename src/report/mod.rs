@@ -13,6 +13,9 @@
 //! Imports `metrics` only.
 
 pub mod files;
+pub mod hlog;
+pub mod html;
+pub mod plot;
 pub mod text;
 
 use std::collections::BTreeMap;

@@ -239,9 +239,8 @@ fn upgrade_ws(sh: &Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) ->
     let guard = LiveGuard::new(sh);
     let sh = sh.clone();
     tokio::spawn(async move {
-        let _guard = guard;
         match on_upgrade.await {
-            Ok(upgraded) => session::serve(sh, upgraded, query, origin).await,
+            Ok(upgraded) => session::serve(sh, upgraded, query, origin, guard).await,
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
     });

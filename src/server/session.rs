@@ -259,8 +259,10 @@ pub async fn serve(
     upgraded: Upgraded,
     query: Option<String>,
     origin: Option<String>,
+    guard: LiveGuard,
 ) {
     let admitted = authenticate(&sh, query.as_deref(), origin.as_deref());
+    drop((query, origin));
     let max = admitted
         .as_ref()
         .map_or(sh.limits.max_message_size, |a| a.app.max_message_size);
@@ -269,23 +271,22 @@ pub async fn serve(
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let tcp = parts.io.into_inner();
-            let ws = if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(tcp, Role::Server, cfg).await
-            } else {
-                WebSocketStream::from_partially_read(
-                    tcp,
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    cfg,
-                )
-                .await
+            // `read_buf` may be a slice of hyper's whole read buffer: copy what is left and
+            // drop it now, or every connection keeps that buffer alive (8 KB+ each).
+            let leftover = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+            drop(parts.read_buf);
+            let ws = match leftover {
+                None => WebSocketStream::from_raw_socket(tcp, Role::Server, cfg).await,
+                Some(bytes) => {
+                    WebSocketStream::from_partially_read(tcp, bytes, Role::Server, cfg).await
+                }
             };
-            run(sh, ws, admitted).await
+            start_session(sh, ws, admitted, guard).await
         }
         Err(upgraded) => {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, cfg).await;
-            run(sh, ws, admitted).await
+            start_session(sh, ws, admitted, guard).await
         }
     }
 }
@@ -331,9 +332,16 @@ where
     .await;
 }
 
-async fn run<S>(sh: Arc<Shared>, mut ws: WebSocketStream<S>, admitted: Result<Admitted, Refusal>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
+/// Applies the connect-time gates (CONN-6 steps 3-6); an admitted connection continues in
+/// a task of its own, so the long-lived future holds only what the session needs (async
+/// functions keep their arguments and locals, which would add ~1.3 KB per connection).
+async fn start_session<S>(
+    sh: Arc<Shared>,
+    mut ws: WebSocketStream<S>,
+    admitted: Result<Admitted, Refusal>,
+    guard: LiveGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let a = match admitted {
         Ok(a) => a,
@@ -367,7 +375,7 @@ where
         peer_metadata,
         a.actions.contains(Action::Presence),
     ));
-    let mut s = Session {
+    let s = Session {
         sh: sh.clone(),
         app: a.app.clone(),
         conn: conn.clone(),
@@ -392,15 +400,38 @@ where
             let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
             Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
         });
+    drop(a);
+    tokio::spawn(live(ws, s, expiry, guard));
+}
+
+/// The long-lived part of a connection: the main loop, then the close.
+async fn live<S>(
+    mut ws: WebSocketStream<S>,
+    mut s: Session,
+    expiry: Option<Instant>,
+    guard: LiveGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let end = s.run_loop(&mut ws, expiry).await;
     // Presence leaves go out as soon as the close is decided (CLOSE-18).
     s.leave();
+    // Boxed: the closing path runs once, so it need not widen every connection's future.
+    Box::pin(finish(&s.sh, &mut ws, &s.conn, end)).await;
+    drop(guard);
+}
+
+/// Completes the close the main loop decided on.
+async fn finish<S>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &Conn, end: End)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match end {
         End::Close(close::GOING_AWAY) => {
             let mut batch = VecDeque::new();
             conn.out.take(Instant::now(), &mut batch, usize::MAX);
             // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
-            let _ = timeout(Duration::from_millis(250), write_batch(&mut ws, &mut batch)).await;
+            let _ = timeout(Duration::from_millis(250), write_batch(ws, &mut batch)).await;
             if !sh.faults.has(Fault::NoGoingAway) {
                 let ga = ServerFrame::GoingAway {
                     retry_after_ms: sh.limits.going_away_retry_after_ms,
@@ -412,9 +443,9 @@ where
                 )
                 .await;
             }
-            close_with(&mut ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
+            close_with(ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
         }
-        End::Close(code) => close_with(&mut ws, code, close_reason(code)).await,
+        End::Close(code) => close_with(ws, code, close_reason(code)).await,
         End::PeerClosed => {
             // tungstenite queued the reply close; write it out.
             let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
@@ -976,7 +1007,7 @@ fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
     };
     let channel = field("channel")?;
     if channel.len() <= 256
-        || !valid_channel(&channel[..256.min(channel.len())])
+        || !channel.get(..256).is_some_and(valid_channel)
         || channel.chars().any(crate::proto::limits::is_control)
     {
         return None;
