@@ -138,7 +138,10 @@ async fn injected_fanout_delay_shows_in_the_median() {
         if (0..=1_500).contains(&extra) {
             return;
         }
-        seen.push(format!("baseline p50 {b} µs, delayed p50 {d} µs (shift {} µs)", d - b));
+        seen.push(format!(
+            "baseline p50 {b} µs, delayed p50 {d} µs (shift {} µs)",
+            d - b
+        ));
     }
     panic!("expected a shift of 20,000..21,500 µs: {seen:?}");
 }

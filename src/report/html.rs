@@ -390,6 +390,7 @@ pub fn metric_title(metric: &str) -> String {
         "schedule_lag" => "Schedule lag (intended → actual send)".into(),
         "direct" => "Direct-message latency (intended send → target)".into(),
         "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
+        "system_fanout" => "System-message fan-out (REST publish → each subscriber)".into(),
         other => format!("{other} latency"),
     }
 }
@@ -589,6 +590,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
     b.push_str(&latency_section(run)?);
     b.push_str(&timeseries_section(run)?);
     b.push_str(&delivery_section(s));
+    b.push_str(&super::rest_html::rest_section(s));
     b.push_str(&codes_section(s, "errors", "Error frames by code", "code"));
     b.push_str(&codes_section(s, "closes", "Close codes", "close code"));
     b.push_str(&extra_section(s));
@@ -1329,6 +1331,7 @@ fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> String {
 
 /// Top-level summary keys the sections above already show.
 const SHOWN_KEYS: &[&str] = &[
+    "rest",
     "schema",
     "scenario",
     "scenario_file",
