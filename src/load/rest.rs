@@ -711,6 +711,43 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
     Some(RestOutcome { logs, report })
 }
 
+/// The REST lines of the end-of-run summary on stdout.
+pub fn text_lines(r: &RestReport) -> String {
+    let ms = |us: u64| format!("{:.2} ms", us as f64 / 1e3);
+    let mut o = format!(
+        "rest        {} (goose, {} users): {} requests planned, {} sent, {} not sent\n",
+        r.population, r.users, r.planned, r.sent, r.skipped
+    );
+    for (name, e) in &r.endpoints {
+        let codes: Vec<String> = e
+            .status_codes
+            .iter()
+            .map(|(c, n)| format!("{c}×{n}"))
+            .collect();
+        o.push_str(&format!(
+            "  {:<7} {} {} · {} requests · {} failed · {} · p50 {} · p99 {} · max {}\n",
+            name,
+            e.method,
+            e.path,
+            e.requests,
+            e.failures,
+            codes.join(" "),
+            ms(e.response_us.p50),
+            ms(e.response_us.p99),
+            ms(e.response_us.max),
+        ));
+    }
+    let d = &r.delivery;
+    o.push_str(&format!(
+        "  system messages: expected {} · delivered {} · lost {} · duplicated {} · reordered {} (server says delivered {})\n",
+        d.expected, d.delivered, d.lost, d.duplicated, d.reordered, r.publish_delivered
+    ));
+    if let Some(e) = &r.goose.error {
+        o.push_str(&format!("  goose failed: {e}\n"));
+    }
+    o
+}
+
 /// Delivery accounting with the REST publishers' logs added as publishers of their rooms;
 /// also fills the REST report's own `delivery` (the REST publishes alone).
 #[allow(clippy::type_complexity)]

@@ -797,13 +797,18 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
             let Some((path, v)) = stats.get(&m) else {
                 continue;
             };
+            let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
+            // Optional metrics the run never measured (direct, reconnect, system fan-out)
+            // are noise in the table; the four core ones always show, empty or not.
+            if empty && !["fanout", "ack", "connect", "presence"].contains(&m.as_str()) {
+                continue;
+            }
             let _ = write!(
                 b,
                 "<tr><td>{} <code>{}</code></td>",
                 esc(&metric_title(&m)),
                 esc(path)
             );
-            let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
             for (key, _) in STAT_COLS {
                 let cell = match v.get(key).and_then(Value::as_f64) {
                     Some(x) if key == "count" => fmt_num(x),
