@@ -1601,7 +1601,7 @@ mod tests {
                    "latency": {"fanout_us": {"count": 100, "min": 500, "p50": 900, "p90": 1500, "p99": 3000, "p999": 3500, "max": 4000, "mean": 1000}},
                    "delivery": {"expected": 100, "delivered": 99, "lost": 1, "duplicated": 0, "reordered": 0},
                    "errors": {}, "closes": {"1000": 10}, "harness_cpu_pct": 41.5,
-                   "rest": {"POST /v1/channels/:id/publish": {"count": 50, "fail": 0, "status": {"200": 50}, "p99_ms": 3}}})
+                   "http_checks": {"POST /v1/channels/:id/publish": {"count": 50, "fail": 0, "status": {"200": 50}, "p99_ms": 3}}})
             .to_string(),
         )
         .unwrap();
