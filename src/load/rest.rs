@@ -20,13 +20,14 @@
 //! excludes nobody). A 200 response is the "ack"; 4xx/5xx refuse the publish; a
 //! transport error leaves it unconfirmed.
 //!
-//! Ctrl-C: `GooseAttack::execute` installs a process-wide handler through the `ctrlc`
-//! crate, which refuses to replace a handler that is already there. `stampede run`
-//! installs its two-stage handler (tokio) before the attack starts, so goose's install
-//! fails harmlessly and ours stays in charge; our stop (first Ctrl-C) ends the attack
-//! through goose's public killswitch, and the report is still written. (Embedded in a
-//! program without a SIGINT handler, goose's handler wins: a first Ctrl-C ends only the
-//! REST attack, a second exits the process.)
+//! Ctrl-C: `GooseAttack::execute` installs a process-wide SIGINT handler with
+//! `ctrlc::set_handler`, which *overwrites* whatever was there (our two-stage tokio
+//! handler included); its first Ctrl-C would stop only the attack, its second would
+//! `exit(1)` before our report is written. So the SIGINT disposition is saved before the
+//! attack and put back by the first goose transaction (goose installs its handler while
+//! setting up, before any user runs): our handler stays in charge, our stop (first
+//! Ctrl-C) ends the attack through goose's public killswitch, and the report is written.
+//! `ctrlc` installs only once per process, so later attacks leave the signal alone.
 //!
 //! Limits: one `[[rest]]` population per scenario (goose's killswitch is process-wide, so
 //! one attack per process), single-process runs only (`--workers 1`), and goose's users
@@ -347,8 +348,32 @@ struct VPub {
     log: Vec<u64>,
 }
 
+/// The SIGINT disposition before goose replaced it.
+#[derive(Clone, Copy)]
+struct SavedSigint(libc::sigaction);
+
+impl SavedSigint {
+    fn save() -> Option<SavedSigint> {
+        // SAFETY: a query (null new action) into a zeroed, properly sized struct.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            (libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old) == 0)
+                .then_some(SavedSigint(old))
+        }
+    }
+
+    fn restore(&self) {
+        // SAFETY: reinstalls exactly the action the kernel reported before.
+        unsafe {
+            libc::sigaction(libc::SIGINT, &self.0, std::ptr::null_mut());
+        }
+    }
+}
+
 struct State {
     sh: Arc<Shared>,
+    sigint: Option<SavedSigint>,
+    sigint_restored: std::sync::atomic::AtomicBool,
     reqs: Vec<Req>,
     cursor: AtomicUsize,
     /// Requests claimed and finished (sent or skipped).
@@ -382,6 +407,11 @@ impl Drop for Finished<'_> {
 
 /// One goose transaction: the next request of the schedule, sent at its intended time.
 async fn step(st: Arc<State>, user: &mut GooseUser) -> TransactionResult {
+    if let Some(saved) = st.sigint
+        && !st.sigint_restored.swap(true, Ordering::AcqRel)
+    {
+        saved.restore();
+    }
     let i = st.cursor.fetch_add(1, Ordering::AcqRel);
     let Some(r) = st.reqs.get(i).copied() else {
         // Schedule exhausted: idle until the engine ends the attack.
@@ -567,6 +597,8 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
         channels: sh.layout.channels.len() as u32,
         from_json: serde_json::to_string(&r.from).unwrap_or_else(|_| "\"system\"".into()),
         sh: sh.clone(),
+        sigint: SavedSigint::save(),
+        sigint_restored: std::sync::atomic::AtomicBool::new(false),
         reqs,
         cursor: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
@@ -671,6 +703,12 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
         )),
     };
     ender.abort();
+    // If no transaction ever ran, goose's handler may still be installed.
+    if let Some(saved) = st.sigint
+        && !st.sigint_restored.swap(true, Ordering::AcqRel)
+    {
+        saved.restore();
+    }
     match result {
         Ok(m) => {
             report.endpoints = endpoint_stats(&m);
