@@ -270,6 +270,11 @@ impl Outbox {
         }
     }
 
+    /// Wakes the session as if frames were pushed (delayed frames became due).
+    pub fn wake(&self) {
+        self.data.notify_one();
+    }
+
     /// Resolves when frames were pushed since the last call (may be spurious).
     pub async fn pushed(&self) {
         self.data.notified().await

@@ -557,6 +557,8 @@ impl Session {
         let sleep = tokio::time::sleep_until(next_ping);
         tokio::pin!(sleep);
         let mut armed = next_ping;
+        // The due time last handed to the delay thread (injected delays only).
+        let mut registered: Option<Instant> = None;
         loop {
             if let Some(code) = conn.out.close_requested() {
                 return if code == ABORT {
@@ -567,6 +569,12 @@ impl Session {
             }
             let now = Instant::now();
             let due = conn.out.take(now, &mut batch, WRITE_BATCH);
+            if let (Some(d), Some(timer)) = (due, &self.sh.delay_timer)
+                && registered != Some(d)
+            {
+                timer.wake_at(d.into_std(), conn.clone());
+                registered = Some(d);
+            }
             let more = batch.len() == WRITE_BATCH;
             if !batch.is_empty() {
                 let written = tokio::select! {
