@@ -585,7 +585,8 @@ impl Session {
                 if written.is_err() {
                     return End::Drop;
                 }
-                if batch.capacity() > 4 * WRITE_BATCH {
+                if batch.capacity() > 32 {
+                    // Bursts are rare for most connections: do not keep 10 KB per connection.
                     batch.shrink_to(0);
                 }
             }
