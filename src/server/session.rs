@@ -389,9 +389,11 @@ async fn start_session<S>(
     push(&sh, &conn, welcome_text(&sh, &a).into());
     a.app.hub.register(&conn);
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    // Registered after a shutdown or a suspension swept the hub: close like everyone else.
     if sh.is_shutting_down() {
-        // Registered after the shutdown swept the hubs: close like everyone else.
         conn.out.request_close(close::GOING_AWAY);
+    } else if a.app.suspended.load(Ordering::Acquire) {
+        conn.out.request_close(close::ACCOUNT_SUSPENDED);
     }
     let expiry = a
         .expires_at
