@@ -31,12 +31,23 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 fn main() {
-    let nums: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let nums: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let subs = nums.first().copied().unwrap_or(500);
     let msgs = nums.get(1).copied().unwrap_or(4000);
     let bin = std::env::var("STAMPEDE_BIN").unwrap_or_else(|_| "target/release/stampede".into());
     let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--ip-connect-limit", "0", "--rate", "0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ip-connect-limit",
+            "0",
+            "--rate",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -57,7 +68,11 @@ fn main() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     let url = move |sub: &str| {
         let claims = json!({"sub": sub, "exp": exp});
         let token = stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims);

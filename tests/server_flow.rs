@@ -211,3 +211,25 @@ async fn injected_backend_and_internal_errors() {
     a.expect_close(1011).await;
     srv.shutdown().await;
 }
+
+/// `long-channel-accepted` takes a 300-byte channel; a multi-byte character across byte 256
+/// must not panic the session.
+#[tokio::test]
+async fn long_channel_fault_handles_multibyte_names() {
+    let srv = start_with(Options {
+        ip_connect_limit: Some(0),
+        faults: vec!["long-channel-accepted".into()],
+        ..Options::default()
+    })
+    .await;
+    let mut a = Client::peer(&srv, "a").await;
+    a.subscribe(&"l".repeat(300)).await;
+    let odd = format!("a{}", "é".repeat(150));
+    a.send(json!({"type": "subscribe", "channel": odd, "requestId": "mb"}))
+        .await;
+    let r = a.recv().await;
+    assert_eq!(r["requestId"], "mb", "{r}");
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.recv_type("pong").await["type"], "pong");
+    srv.shutdown().await;
+}

@@ -1018,7 +1018,7 @@ fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
     };
     let channel = field("channel")?;
     if channel.len() <= 256
-        || !valid_channel(&channel[..256.min(channel.len())])
+        || !channel.get(..256).is_some_and(valid_channel)
         || channel.chars().any(crate::proto::limits::is_control)
     {
         return None;
