@@ -223,7 +223,10 @@ async fn long_channel_fault_handles_multibyte_names() {
     })
     .await;
     let mut a = Client::peer(&srv, "a").await;
-    a.subscribe(&"l".repeat(300)).await;
+    a.send(json!({"type": "subscribe", "channel": "l".repeat(300), "requestId": "long"}))
+        .await;
+    assert_eq!(a.recv().await, json!({"type": "ack", "requestId": "long"}));
+    assert_eq!(a.recv().await["type"], "presence");
     let odd = format!("a{}", "é".repeat(150));
     a.send(json!({"type": "subscribe", "channel": odd, "requestId": "mb"}))
         .await;
