@@ -152,3 +152,74 @@ fn list_faults_prints_every_switch() {
     assert!(text.lines().count() >= 40, "{text}");
     assert!(text.contains("echo-publisher") && text.contains("(PUB-4)"));
 }
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_stated_plainly_and_survived() {
+    let bin = env!("CARGO_BIN_EXE_stampede");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48 && exec {bin} serve --listen 127.0.0.1:0 --ip-connect-limit 0 --rate 0"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let lines: Vec<String> = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(13)
+            .collect();
+        lines
+    });
+    let (warn_tx, warn_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = warn_tx.send(line);
+        }
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(10), banner)
+        .await
+        .unwrap()
+        .unwrap();
+    let ws = banner[0].strip_prefix("listening on ").unwrap().to_owned();
+    assert!(
+        banner.iter().any(|l| l.contains("ulimit -n 48")),
+        "{banner:?}"
+    );
+    let addr = ws
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1")
+        .to_owned();
+    // More TCP connections than descriptors: accept() fails with EMFILE.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let warning = loop {
+        match warn_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("out of file descriptors") => break line,
+            _ if Instant::now() > deadline => panic!("no descriptor warning"),
+            _ => {}
+        }
+    };
+    assert!(
+        warning.contains("limit 48") && warning.contains("raise ulimit -n"),
+        "{warning}"
+    );
+    // Once descriptors are free again the server serves as before.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let token = auth::mint(
+        "sk_id_dev",
+        b"sk_secret_dev",
+        &json!({"sub": "after", "exp": now_s() + 60}),
+    );
+    let mut c = Client::open(&format!("{ws}?token={token}")).await;
+    assert_eq!(c.recv().await["peerId"], "after");
+}

@@ -376,9 +376,10 @@ fn print_banner(cfg: &Config, running: &Running) {
         }
     ));
     match http::fd_limit() {
+        // Each connection is one descriptor; keep a few for files and REST clients.
         Some(n) => out.push_str(&format!(
-            "  file descriptors: ulimit -n {n}: about {} concurrent connections in this process\n",
-            n.saturating_sub(64)
+            "  file descriptors: ulimit -n {n}: room for about {} concurrent connections in this process\n",
+            n.saturating_sub(http::open_fds() as u64 + 8)
         )),
         None => out.push_str("  file descriptors: limit unknown\n"),
     }
