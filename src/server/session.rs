@@ -398,9 +398,10 @@ async fn start_session<S>(
     let expiry = a
         .expires_at
         .filter(|_| !a.expired_admitted && !sh.faults.has(Fault::NoExpiryClose))
-        .map(|exp| {
+        .and_then(|exp| {
             let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
-            Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
+            // An `exp` centuries away does not fit an Instant: such a token never expires here.
+            Instant::now().checked_add(Duration::from_millis(left_ms.max(0) as u64))
         });
     drop(a);
     tokio::spawn(live(ws, s, expiry, guard));

@@ -48,7 +48,7 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        sys + self.offset_ms.load(Ordering::Relaxed)
+        sys.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
     pub fn now_s(&self) -> i64 {
