@@ -423,7 +423,13 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             .collect(),
         ..Default::default()
     };
+    let mut peers_connected = 0u64;
+    let mut last_first_welcome = setup.t0_us;
     for o in outcomes {
+        if let Some(at) = o.first_welcome_us {
+            peers_connected += 1;
+            last_first_welcome = last_first_welcome.max(at);
+        }
         exp.token_expiry.merge(&o.token);
         for (kind, out) in [
             super::scenario::OversizeKind::At,
@@ -473,6 +479,9 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             .map(|i| i.connected)
             .max()
             .unwrap_or(0),
+        peers_connected,
+        all_connected_after_s: last_first_welcome.saturating_sub(setup.t0_us) as f64 / 1e6,
+        connect_rate_per_s: 0.0,
     };
     let mut run = RunData {
         scenario: s.name.clone(),

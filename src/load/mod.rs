@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Seed of every random choice.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Connect ramp of every population, e.g. 10s (0s: all at once, as fast as possible).
+    #[arg(long, value_parser = scenario::parse_duration)]
+    pub ramp: Option<Duration>,
     /// Server to load, e.g. ws://127.0.0.1:8080/v1; repeat to spread rooms over several
     /// servers. Default: the reference server, started in-process.
     #[arg(long = "target", value_name = "URL")]
@@ -117,6 +120,7 @@ impl RunArgs {
             duration: self.duration,
             rate: self.rate,
             seed: self.seed,
+            ramp: self.ramp,
             thresholds: self.thresholds.clone(),
         }
     }
@@ -438,14 +442,7 @@ async fn coordinate(
             t0_s.clone(),
             "--emit-result".into(),
             "--quiet".into(),
-            "--key-id".into(),
-            t.creds.key_id.clone(),
-            "--secret".into(),
-            t.creds.secret.clone(),
         ];
-        if let Some(pk) = &t.creds.publishable {
-            a.extend(["--publishable-key".into(), pk.clone()]);
-        }
         for ep in &t.endpoints {
             a.extend(["--target".into(), ep.url.clone()]);
         }
@@ -460,6 +457,9 @@ async fn coordinate(
         }
         if let Some(s) = args.seed {
             a.extend(["--seed".into(), s.to_string()]);
+        }
+        if let Some(r) = args.ramp {
+            a.extend(["--ramp".into(), format!("{}ms", r.as_millis())]);
         }
         if loopback {
             let ip = args
@@ -484,7 +484,15 @@ async fn coordinate(
         + sc.duration.0
         + sc.grace.0
         + Duration::from_secs(60);
-    let outcomes = worker::run_workers(commands, live.clone(), stop, deadline).await;
+    // Credentials travel in the environment, not on command lines other users can read.
+    let mut env = vec![
+        ("STAMPEDE_KEY_ID".to_owned(), t.creds.key_id.clone()),
+        ("STAMPEDE_SECRET".to_owned(), t.creds.secret.clone()),
+    ];
+    if let Some(pk) = &t.creds.publishable {
+        env.push(("STAMPEDE_PUBLISHABLE_KEY".to_owned(), pk.clone()));
+    }
+    let outcomes = worker::run_workers(commands, env, live.clone(), stop, deadline).await;
     live.done.store(true, std::sync::atomic::Ordering::Release);
     let _ = view.await;
     let mut merged: Option<RunData> = None;

@@ -63,6 +63,8 @@ pub struct PeerOutcome {
     pub storms: Vec<(u64, u64)>,
     pub sessions_started: u64,
     pub churn_leaves: u64,
+    /// When the first session was welcomed (absolute µs).
+    pub first_welcome_us: Option<u64>,
 }
 
 /// Why a session ended.
@@ -383,6 +385,7 @@ impl Peer {
         let now = self.now();
         self.session_no += 1;
         self.out.sessions_started += 1;
+        self.out.first_welcome_us.get_or_insert(now);
         self.sh.metrics.connected.fetch_add(1, Ordering::Relaxed);
         let cell = &self.sh.cells[self.local as usize];
         cell.online.store(true, Ordering::Release);
@@ -524,6 +527,11 @@ impl Peer {
         let mut deadline = self.next_deadline(s);
         let sleep = tokio::time::sleep_until(self.sh.clock.instant_at(deadline));
         tokio::pin!(sleep);
+        // One waiter for the whole session: re-creating it per frame costs a Notify
+        // registration per received frame.
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
+        let mut stop_seen = false;
         loop {
             tokio::select! {
                 biased;
@@ -548,12 +556,14 @@ impl Peer {
                         return end;
                     }
                 }
-                changed = stop.changed() => {
+                changed = &mut stopped, if !stop_seen => {
+                    stop_seen = true;
                     if changed.is_err() {
                         // Engine gone: treat as the end of the run.
                         Box::pin(close_quietly(ws)).await;
                         return End::RunOver;
                     }
+                    // The end of the run moved: the deadline below picks it up.
                 }
             }
             let next = self.next_deadline(s);
@@ -642,7 +652,9 @@ impl Peer {
             else {
                 break;
             };
-            self.publish.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.publish.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if let Err(end) = self.send_publish(ws, s, intended).await {
                 return Some(end);
             }
@@ -652,7 +664,9 @@ impl Peer {
             else {
                 break;
             };
-            self.direct.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.direct.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if let Err(end) = self.send_direct(ws, s, intended).await {
                 return Some(end);
             }
@@ -663,7 +677,9 @@ impl Peer {
             .map(Ticker::next)
             .filter(|t| *t <= now)
         {
-            self.oversize.as_mut().map(|t| t.advance(&mut self.rng));
+            if let Some(t) = self.oversize.as_mut() {
+                t.advance(&mut self.rng);
+            }
             if s.oversize_pending.is_none()
                 && let Err(end) = self.send_oversize(ws, s, intended).await
             {

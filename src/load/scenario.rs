@@ -735,6 +735,8 @@ pub struct Overrides {
     /// Publish rate: per peer for populations with `rate`, total for `aggregate_rate`.
     pub rate: Option<f64>,
     pub seed: Option<u64>,
+    /// Connect ramp of every population.
+    pub ramp: Option<Duration>,
     /// Appended to the scenario's own rules.
     pub thresholds: Vec<String>,
 }
@@ -744,19 +746,20 @@ impl Scenario {
     pub fn apply(&mut self, o: &Overrides) {
         if let Some(total) = o.peers {
             let old: u64 = self.populations.iter().map(|p| p.peers as u64).sum();
-            if old > 0 {
-                let mut assigned = 0u64;
-                let n = self.populations.len();
-                for (i, p) in self.populations.iter_mut().enumerate() {
-                    let share = if i + 1 == n {
-                        (total as u64).saturating_sub(assigned)
-                    } else {
-                        // Keep small populations (e.g. a few talkers) alive when scaling down.
-                        ((p.peers as u64 * total as u64) / old).max(u64::from(p.peers > 0))
-                    };
-                    assigned += share;
-                    p.peers = share as u32;
-                }
+            let n = self.populations.len();
+            let mut assigned = 0u64;
+            for (i, p) in self.populations.iter_mut().enumerate() {
+                let Some(scaled) = (p.peers as u64 * total as u64).checked_div(old) else {
+                    break; // no peers to scale
+                };
+                let share = if i + 1 == n {
+                    (total as u64).saturating_sub(assigned)
+                } else {
+                    // Keep small populations (e.g. a few talkers) alive when scaling down.
+                    scaled.max(u64::from(p.peers > 0))
+                };
+                assigned += share;
+                p.peers = share as u32;
             }
         }
         if let Some(d) = o.duration {
@@ -775,6 +778,11 @@ impl Scenario {
         }
         if let Some(seed) = o.seed {
             self.seed = seed;
+        }
+        if let Some(ramp) = o.ramp {
+            for p in &mut self.populations {
+                p.ramp = Dur(ramp);
+            }
         }
         self.thresholds.0.extend(o.thresholds.iter().cloned());
     }
@@ -1213,10 +1221,7 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
             let ks = k.span();
             let vs = v.span();
             let inside = ks.contains(&offset) || vs.contains(&offset) || vs.start == offset;
-            let child_inside = match v.get_ref() {
-                DeValue::Table(_) | DeValue::Array(_) => true,
-                _ => false,
-            };
+            let child_inside = matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_));
             if inside {
                 *best = Some(name.clone());
             }
@@ -1388,6 +1393,7 @@ size = { dist = "uniform", min = 64, max = 128 }
             duration: Some(Duration::from_secs(3)),
             rate: Some(7.0),
             seed: Some(9),
+            ramp: Some(Duration::from_millis(250)),
             thresholds: vec!["delivery.lost==0".into()],
         });
         assert_eq!(s.peers(), 55);
@@ -1396,6 +1402,7 @@ size = { dist = "uniform", min = 64, max = 128 }
         assert_eq!(s.duration, Dur::secs(3));
         assert_eq!(s.populations[0].publish.as_ref().unwrap().rate, Some(7.0));
         assert_eq!(s.seed, 9);
+        assert_eq!(s.populations[1].ramp, Dur::millis(250));
         assert_eq!(s.thresholds.0, vec!["delivery.lost==0"]);
         s.validate().unwrap();
     }

@@ -120,6 +120,7 @@ struct Worker {
 /// each worker's data (or why it has none).
 pub async fn run_workers(
     commands: Vec<Vec<String>>,
+    env: Vec<(String, String)>,
     live: Arc<Live>,
     mut stop: Stop,
     deadline: Duration,
@@ -130,6 +131,7 @@ pub async fn run_workers(
     for (i, args) in commands.into_iter().enumerate() {
         let mut child = Command::new(&exe)
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -174,6 +174,15 @@ pub struct Connections {
     pub failures: BTreeMap<String, u64>,
     /// Most peers connected at once (sum over workers, per second).
     pub peak_connected: i64,
+    /// Peers that connected at least once.
+    #[serde(default)]
+    pub peers_connected: u64,
+    /// Seconds from the start until the last peer's first welcome.
+    #[serde(default)]
+    pub all_connected_after_s: f64,
+    /// peers_connected / all_connected_after_s: the achieved connect rate of the ramp.
+    #[serde(default)]
+    pub connect_rate_per_s: f64,
 }
 
 impl Connections {
@@ -182,6 +191,8 @@ impl Connections {
         self.established += o.established;
         self.failed += o.failed;
         add_map(&mut self.failures, &o.failures);
+        self.peers_connected += o.peers_connected;
+        self.all_connected_after_s = self.all_connected_after_s.max(o.all_connected_after_s);
     }
 }
 
@@ -325,6 +336,12 @@ impl RunData {
             .max()
             .unwrap_or(0)
             .max(self.connections.peak_connected);
+        self.connections.connect_rate_per_s = if self.connections.all_connected_after_s > 0.0 {
+            (self.connections.peers_connected as f64 / self.connections.all_connected_after_s)
+                .round()
+        } else {
+            0.0
+        };
         let wall = self.intervals.len().max(1) as f64;
         self.harness.cpu_percent = (self.harness.cpu_s / wall * 100.0 * 10.0).round() / 10.0;
         let cores = self.harness.cores.max(1) as f64;
@@ -550,7 +567,7 @@ impl Summary {
                 count: *c,
             })
             .collect();
-        warnings.sort_by(|a, b| b.count.cmp(&a.count));
+        warnings.sort_by_key(|w| std::cmp::Reverse(w.count));
         Summary {
             schema: SUMMARY_SCHEMA.into(),
             scenario: run.scenario.clone(),

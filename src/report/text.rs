@@ -123,10 +123,13 @@ pub fn render(s: &Summary, dir: &str) -> String {
     let c = &s.connections;
     let _ = writeln!(
         o,
-        "connections {} attempts · {} established · {} failed{}",
+        "connections {} attempts · {} established · {} failed · all {} peers up after {:.1} s ({}/s){}",
         thousands(c.attempts),
         thousands(c.established),
         thousands(c.failed),
+        thousands(c.peers_connected),
+        c.all_connected_after_s,
+        thousands(c.connect_rate_per_s as u64),
         if c.failures.is_empty() {
             String::new()
         } else {
