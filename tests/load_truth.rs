@@ -137,7 +137,10 @@ async fn injected_fanout_delay_shows_in_the_median() {
         if (-1_000..=1_000).contains(&extra) {
             return;
         }
-        seen.push(format!("baseline p50 {b} µs, delayed p50 {d} µs (shift {} µs)", d - b));
+        seen.push(format!(
+            "baseline p50 {b} µs, delayed p50 {d} µs (shift {} µs)",
+            d - b
+        ));
     }
     panic!("expected a shift of 20 ms ± 1 ms: {seen:?}");
 }
