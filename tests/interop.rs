@@ -255,7 +255,9 @@ fn js_sdk_interop() {
 #[test]
 fn parse_listen_addr_examples() {
     assert_eq!(
-        parse_listen_addr("stampede: listening on ws://127.0.0.1:43210/v1 (rest http://127.0.0.1:43210/v1)"),
+        parse_listen_addr(
+            "stampede: listening on ws://127.0.0.1:43210/v1 (rest http://127.0.0.1:43210/v1)"
+        ),
         Some("127.0.0.1:43210".to_string())
     );
     assert_eq!(
