@@ -118,3 +118,12 @@ impl EmbeddedServer {
         self.running.shutdown().await
     }
 }
+
+/// Names of the reference server's fault switches (`stampede serve --list-faults`), for
+/// the conformance self-check, which must not import the server itself.
+pub fn fault_names() -> Vec<String> {
+    server::Fault::ALL
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect()
+}

@@ -162,3 +162,77 @@ async fn fault_switches_break_what_they_name() {
     g.expect_close(1001).await;
     down.await.unwrap();
 }
+
+/// The CFG-10 switches: the codes a clean server never emits.
+#[tokio::test]
+async fn injected_backend_and_internal_errors() {
+    let srv = start_with(Options {
+        ip_connect_limit: Some(0),
+        faults: vec![
+            "backend-error".into(),
+            "internal-error".into(),
+            "rest-503".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let mut a = Client::peer(&srv, "a").await;
+    a.expect_error(
+        json!({"type": "subscribe", "channel": "c"}),
+        "s",
+        "internal_error",
+    )
+    .await;
+    a.expect_error(
+        json!({"type": "publish", "channel": "c", "data": 1}),
+        "p",
+        "backend_error",
+    )
+    .await;
+    a.expect_error(
+        json!({"type": "send", "to": "a", "data": 1}),
+        "d",
+        "backend_error",
+    )
+    .await;
+    let (st, v) = rest(&srv, "GET", "/v1/usage", Some(&dev_auth(&srv)), None).await;
+    assert_eq!((st, v["error"].as_str()), (503, Some("internal_error")));
+    srv.shutdown().await;
+
+    let srv = start_with(Options {
+        ip_connect_limit: Some(0),
+        faults: vec!["close-1011".into()],
+        ..Options::default()
+    })
+    .await;
+    let mut a = Client::peer(&srv, "a").await;
+    a.send(json!({"type": "publish", "channel": "c", "data": 1}))
+        .await;
+    a.expect_close(1011).await;
+    srv.shutdown().await;
+}
+
+/// `long-channel-accepted` takes a 300-byte channel; a multi-byte character across byte 256
+/// must not panic the session.
+#[tokio::test]
+async fn long_channel_fault_handles_multibyte_names() {
+    let srv = start_with(Options {
+        ip_connect_limit: Some(0),
+        faults: vec!["long-channel-accepted".into()],
+        ..Options::default()
+    })
+    .await;
+    let mut a = Client::peer(&srv, "a").await;
+    a.send(json!({"type": "subscribe", "channel": "l".repeat(300), "requestId": "long"}))
+        .await;
+    assert_eq!(a.recv().await, json!({"type": "ack", "requestId": "long"}));
+    assert_eq!(a.recv().await["type"], "presence");
+    let odd = format!("a{}", "é".repeat(150));
+    a.send(json!({"type": "subscribe", "channel": odd, "requestId": "mb"}))
+        .await;
+    let r = a.recv().await;
+    assert_eq!(r["requestId"], "mb", "{r}");
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.recv_type("pong").await["type"], "pong");
+    srv.shutdown().await;
+}

@@ -45,6 +45,13 @@ async fn welcome_fields_for_token_and_publishable_key() {
     let mut p2 = Client::open(&url).await;
     assert_ne!(p2.recv().await["peerId"], id, "fresh peerId per connection");
 
+    // An exp far beyond any Instant: welcomed, and the session keeps working.
+    let far = 4_000_000_000_000i64;
+    let (mut f, w) = Client::connect(&srv, json!({"sub": "far", "exp": far})).await;
+    assert_eq!(w["expiresAt"], far);
+    f.send(json!({"type": "ping"})).await;
+    assert_eq!(f.recv().await["type"], "pong");
+
     // No sub → UUID (AUTH-10).
     let (_, w) = Client::connect(&srv, json!({})).await;
     assert!(uuid::Uuid::parse_str(w["peerId"].as_str().unwrap()).is_ok());

@@ -15,13 +15,7 @@ use super::{ConformArgs, env_for, report, run_suite};
 use crate::embedded::{EmbeddedServer, Options};
 use crate::shutdown::Stop;
 
-/// The reference server's fault switches.
-pub fn fault_names() -> Vec<String> {
-    crate::server::Fault::ALL
-        .iter()
-        .map(|f| f.name().to_owned())
-        .collect()
-}
+pub use crate::embedded::fault_names;
 
 /// Fault runs at the same time. Each is a full suite with its own server; a faulted run
 /// is mostly cases waiting out their timeouts, which costs no CPU, so several overlap

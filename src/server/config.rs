@@ -879,6 +879,18 @@ allowedOrigins = ["https://acme.example"]
         assert!(parse("").unwrap_err().to_string().contains("apps"));
     }
 
+    /// The example in docs/SERVER.md stays valid.
+    #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("../../docs/SERVER.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("closed block");
+        let cfg = parse(&doc[start..end]).unwrap();
+        assert_eq!(cfg.apps[0].id, "app_acme");
+        assert_eq!(cfg.admin_token.as_deref(), Some("change-me"));
+        assert!(cfg.apps[0].secret_keys[0].legacy.is_some());
+    }
+
     #[test]
     fn dev_config() {
         let cfg = Config::dev();

@@ -67,7 +67,8 @@ pub fn fd_limit() -> Option<u64> {
     (rc == 0).then_some(lim.rlim_cur as u64)
 }
 
-fn open_fds() -> usize {
+/// Descriptors open in this process now.
+pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
@@ -87,7 +88,7 @@ pub async fn accept_loop(listener: TcpListener, sh: Arc<Shared>, mut stop: watch
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                 let now = sh.clock.now_s();
-                if now - last_warning.load(Ordering::Relaxed) >= 30 {
+                if now.saturating_sub(last_warning.load(Ordering::Relaxed)) >= 30 {
                     last_warning.store(now, Ordering::Relaxed);
                     let limit = fd_limit().map_or("unknown".into(), |l| l.to_string());
                     tracing::warn!(

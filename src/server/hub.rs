@@ -519,7 +519,9 @@ impl Hub {
             .injector
             .as_ref()
             .filter(|i| i.cfg.fanout_delay_ms > 0)
-            .map(|i| Instant::now() + std::time::Duration::from_millis(i.cfg.fanout_delay_ms));
+            .and_then(|i| {
+                Instant::now().checked_add(std::time::Duration::from_millis(i.cfg.fanout_delay_ms))
+            });
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let deliver = |conn: &Conn, text: Utf8Bytes| {

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod delay;
 pub mod faults;
 pub mod http;
 pub mod hub;
@@ -266,6 +267,9 @@ impl Running {
             }
         }
         self.http_stop.send_replace(true);
+        if let Some(t) = &sh.delay_timer {
+            t.stop();
+        }
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
@@ -276,6 +280,9 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Not shut down gracefully: at least stop accepting, so the port is released.
         self.http_stop.send_replace(true);
+        if let Some(t) = &self.shared.delay_timer {
+            t.stop();
+        }
     }
 }
 
@@ -369,9 +376,10 @@ fn print_banner(cfg: &Config, running: &Running) {
         }
     ));
     match http::fd_limit() {
+        // Each connection is one descriptor; keep a few for files and REST clients.
         Some(n) => out.push_str(&format!(
-            "  file descriptors: ulimit -n {n}: about {} concurrent connections in this process\n",
-            n.saturating_sub(64)
+            "  file descriptors: ulimit -n {n}: room for about {} concurrent connections in this process\n",
+            n.saturating_sub(http::open_fds() as u64 + 8)
         )),
         None => out.push_str("  file descriptors: limit unknown\n"),
     }

@@ -228,9 +228,9 @@ impl Outbox {
                 _ => break,
             }
         }
-        if q.items.is_empty() && q.items.capacity() > 64 {
-            // A burst grew the queue; give the memory back (8 KB per idle connection).
-            q.items.shrink_to(8);
+        if q.items.is_empty() && q.items.capacity() > 16 {
+            // A burst grew the queue; give the memory back rather than keep it per connection.
+            q.items.shrink_to(4);
         }
         let next = q.items.front().and_then(|i| i.due);
         let held = q.held.as_ref().map(|h| h.deadline);
@@ -268,6 +268,11 @@ impl Outbox {
             0 => None,
             code => Some(code),
         }
+    }
+
+    /// Wakes the session as if frames were pushed (delayed frames became due).
+    pub fn wake(&self) {
+        self.data.notify_one();
     }
 
     /// Resolves when frames were pushed since the last call (may be spurious).

@@ -389,16 +389,19 @@ async fn start_session<S>(
     push(&sh, &conn, welcome_text(&sh, &a).into());
     a.app.hub.register(&conn);
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+    // Registered after a shutdown or a suspension swept the hub: close like everyone else.
     if sh.is_shutting_down() {
-        // Registered after the shutdown swept the hubs: close like everyone else.
         conn.out.request_close(close::GOING_AWAY);
+    } else if a.app.suspended.load(Ordering::Acquire) {
+        conn.out.request_close(close::ACCOUNT_SUSPENDED);
     }
     let expiry = a
         .expires_at
         .filter(|_| !a.expired_admitted && !sh.faults.has(Fault::NoExpiryClose))
-        .map(|exp| {
+        .and_then(|exp| {
             let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
-            Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
+            // An `exp` centuries away does not fit an Instant: such a token never expires here.
+            Instant::now().checked_add(Duration::from_millis(left_ms.max(0) as u64))
         });
     drop(a);
     tokio::spawn(live(ws, s, expiry, guard));
@@ -557,6 +560,8 @@ impl Session {
         let sleep = tokio::time::sleep_until(next_ping);
         tokio::pin!(sleep);
         let mut armed = next_ping;
+        // The due time last handed to the delay thread (injected delays only).
+        let mut registered: Option<Instant> = None;
         loop {
             if let Some(code) = conn.out.close_requested() {
                 return if code == ABORT {
@@ -567,6 +572,12 @@ impl Session {
             }
             let now = Instant::now();
             let due = conn.out.take(now, &mut batch, WRITE_BATCH);
+            if let (Some(d), Some(timer)) = (due, &self.sh.delay_timer)
+                && registered != Some(d)
+            {
+                timer.wake_at(d.into_std(), conn.clone());
+                registered = Some(d);
+            }
             let more = batch.len() == WRITE_BATCH;
             if !batch.is_empty() {
                 let written = tokio::select! {
@@ -577,7 +588,8 @@ impl Session {
                 if written.is_err() {
                     return End::Drop;
                 }
-                if batch.capacity() > 4 * WRITE_BATCH {
+                if batch.capacity() > 32 {
+                    // Bursts are rare for most connections: do not keep 10 KB per connection.
                     batch.shrink_to(0);
                 }
             }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{AppConfig, Compat, Config, Limits, Plan, RateLimit};
+use super::delay::DelayTimer;
 use super::faults::FaultSet;
 use super::hub::Hub;
 use super::inject::Injector;
@@ -47,7 +48,7 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        sys + self.offset_ms.load(Ordering::Relaxed)
+        sys.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
     pub fn now_s(&self) -> i64 {
@@ -317,6 +318,8 @@ pub struct Shared {
     pub limits: Limits,
     pub faults: FaultSet,
     pub injector: Option<Injector>,
+    /// Precise wake-ups for injected fan-out delays (only when a delay is injected).
+    pub delay_timer: Option<Arc<DelayTimer>>,
     pub clock: Clock,
     /// `turn.iceServers` (a JSON array) for AUTH-14 injection.
     pub turn: Option<Value>,
@@ -348,6 +351,7 @@ impl Shared {
         let shared = Shared {
             limits: cfg.limits.clone(),
             faults: cfg.faults,
+            delay_timer: (cfg.inject.fanout_delay_ms > 0).then(DelayTimer::start),
             injector,
             clock: Clock::default(),
             turn: cfg.turn_ice_servers.clone(),
