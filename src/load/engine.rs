@@ -81,6 +81,22 @@ pub struct Events {
     pub warnings: BTreeMap<String, u64>,
 }
 
+/// Distinct warning texts kept; beyond this they are lumped together, so a server that
+/// fails in ever-new words cannot grow the harness's memory.
+const MAX_WARNINGS: usize = 64;
+
+impl Events {
+    pub fn warn(&mut self, message: impl Into<String>, n: u64) {
+        let message = message.into();
+        let key = if self.warnings.len() >= MAX_WARNINGS && !self.warnings.contains_key(&message) {
+            "more warnings of other kinds (see connections.failures, closes and errors)".to_owned()
+        } else {
+            message
+        };
+        *self.warnings.entry(key).or_default() += n;
+    }
+}
+
 /// Per-peer state other peers read: presence causes and who is online.
 #[derive(Debug, Default)]
 pub struct Cell {
@@ -381,7 +397,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
                 Some(Ok(o)) => outcomes.push(o),
                 Some(Err(e)) => {
                     sh.event(|ev| {
-                        *ev.warnings.entry(format!("a peer task failed: {e}")).or_default() += 1;
+                        ev.warn(format!("a peer task failed: {e}"), 1);
                     });
                 }
                 None => break,
@@ -391,9 +407,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
                     let left = tasks.len();
                     tasks.abort_all();
                     sh.event(|ev| {
-                        *ev.warnings
-                            .entry(format!("{left} peers did not finish within 20 s after the drain and were aborted"))
-                            .or_default() += 1;
+                        ev.warn(format!("{left} peers did not finish within 20 s after the drain and were aborted"), 1);
                     });
                     while tasks.join_next().await.is_some() {}
                     break;

@@ -290,7 +290,7 @@ impl Peer {
                         *ev.closes.entry(code.to_string()).or_default() += 1;
                     }
                     let msg = e.advice().unwrap_or_else(|| format!("connect failed: {e}"));
-                    *ev.warnings.entry(msg).or_default() += 1;
+                    ev.warn(msg, 1);
                 });
             }
         }
@@ -332,12 +332,10 @@ impl Peer {
                         }
                         End::Server(code) if is_terminal(code) => {
                             p.sh.event(|ev| {
-                                *ev.warnings
-                                    .entry(format!(
+                                ev.warn(format!(
                                         "a peer stopped after close {code} ({}), which clients treat as final",
                                         close::name(code)
-                                    ))
-                                    .or_default() += 1;
+                                    ), 1);
                             });
                             break;
                         }
@@ -632,9 +630,7 @@ impl Peer {
         }
         if now >= s.sub_deadline {
             self.sh.event(|ev| {
-                *ev.warnings
-                    .entry("no ack for a subscribe within 15 s; reconnecting".into())
-                    .or_default() += 1;
+                ev.warn("no ack for a subscribe within 15 s; reconnecting", 1);
             });
             self.leave_now(s, now);
             close_quietly(ws).await;
@@ -735,7 +731,7 @@ impl Peer {
             if let Some(a) = connect::close_advice(code)
                 && code != close::TOKEN_EXPIRED
             {
-                *ev.warnings.entry(a).or_default() += 1;
+                ev.warn(a, 1);
             }
         });
         if !s.leaving {
@@ -820,9 +816,7 @@ impl Peer {
         }
         if unanswered > 0 {
             self.sh.event(|ev| {
-                *ev.warnings
-                    .entry("publishes got no ack within 5 s (ACK-1); they are left out of the expected set".into())
-                    .or_default() += unanswered;
+                ev.warn("publishes got no ack within 5 s (ACK-1); they are left out of the expected set", unanswered);
             });
         }
         for d in &mut self.out.log.directs[s.dir_start..] {
@@ -847,12 +841,10 @@ impl Peer {
         if s.pending.len() >= MAX_PENDING {
             s.pending.pop_front();
             self.sh.event(|ev| {
-                *ev.warnings
-                    .entry(
-                        "requests were never answered (more than 4096 waiting on one connection)"
-                            .into(),
-                    )
-                    .or_default() += 1;
+                ev.warn(
+                    "requests were never answered (more than 4096 waiting on one connection)",
+                    1,
+                );
             });
         }
         s.pending.push_back(Pending { kind, id, sent_us });
@@ -1007,12 +999,10 @@ impl Peer {
             o.other += 1;
             o.mismatched += 1;
             self.sh.event(|ev| {
-                *ev.warnings
-                    .entry(format!(
+                ev.warn(format!(
                         "an oversized frame of {} bytes exceeds the harness's write limit; the server's maxMessageSize is larger than planned",
                         frame.len()
-                    ))
-                    .or_default() += 1;
+                    ), 1);
             });
             return Ok(());
         }
@@ -1087,9 +1077,10 @@ impl Peer {
             ServerFrame::Presence { joined, left, .. } => self.on_presence(s, &joined, &left),
             ServerFrame::GoingAway { .. } => {
                 self.sh.event(|ev| {
-                    *ev.warnings
-                        .entry("the server is shutting down (going_away); peers reconnect".into())
-                        .or_default() += 1;
+                    ev.warn(
+                        "the server is shutting down (going_away); peers reconnect",
+                        1,
+                    );
                 });
             }
             ServerFrame::Pong { .. } => self.unexpected("unsolicited_pong"),
@@ -1224,9 +1215,7 @@ impl Peer {
             b's' => {
                 s.sub_deadline = u64::MAX;
                 self.sh.event(|ev| {
-                    *ev.warnings
-                        .entry(format!("the server refused a subscribe with {code}"))
-                        .or_default() += 1;
+                    ev.warn(format!("the server refused a subscribe with {code}"), 1);
                 });
             }
             b'p' | b'o' => {
