@@ -144,6 +144,10 @@ fn scenarios_lists_every_builtin() {
 #[test]
 fn runs_that_cannot_fit_the_socket_limit_are_refused_up_front() {
     // 50,000 peers with the in-process server need ~100k descriptors in one process.
+    if stampede::metrics::sys::max_open_files().is_none_or(|n| n > 100_000) {
+        eprintln!("skipped: this machine allows more than 100k descriptors per process");
+        return;
+    }
     let res = stampede()
         .args(["run", "idle-hold", "--quiet"])
         .output()
