@@ -12,7 +12,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::accounting;
 use super::connect::{self, Endpoint};
 use super::peer::{Peer, PeerOutcome};
 use super::plan::{Layout, Shard};
@@ -387,6 +386,8 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
     for local in 0..sh.locals.len() as u32 {
         tasks.spawn(Peer::run(sh.clone(), local));
     }
+    // The `[[rest]]` population (goose), if the scenario has one.
+    let rest_task = tokio::spawn(super::rest::run(sh.clone()));
     let mut outcomes: Vec<PeerOutcome> = Vec::with_capacity(sh.locals.len());
     loop {
         let hard = sh.end_us() + grace_us + HARD_STOP_SLACK.as_micros() as u64;
@@ -468,8 +469,8 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         exp.churn_leaves += o.churn_leaves;
         logs.push(o.log);
     }
-    let (delivery, directs) = accounting::account(&logs, &names, grace_us);
-    drop(logs);
+    let rest = rest_task.await.ok().flatten();
+    let (delivery, directs, rest) = super::rest::account(logs, &names, grace_us, rest);
 
     let events = std::mem::take(&mut *sh.events.lock().unwrap_or_else(|p| p.into_inner()));
     let totals = &collector.totals;
@@ -535,6 +536,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         warnings: events.warnings,
         max_lag_p99_us: s.validity.max_lag_p99.as_us(),
         max_cpu_share: s.validity.max_cpu,
+        rest,
     };
     run.finish();
     run

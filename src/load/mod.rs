@@ -20,6 +20,7 @@ pub mod engine;
 pub mod peer;
 pub mod plan;
 pub mod progress;
+pub mod rest;
 pub mod scenario;
 pub mod thresholds;
 pub mod worker;
@@ -98,6 +99,9 @@ pub struct RunArgs {
     /// (default: a fresh 127.x.y.z per run and worker when the target is on 127/8).
     #[arg(long)]
     pub source_ip: Option<Ipv4Addr>,
+    /// Also write the thresholds as JUnit XML (one testcase per rule) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// No live progress and no log lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -386,6 +390,12 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
     let mut sc = scenario::parse(&src)?;
     sc.apply(&args.overrides());
     scenario::check(&src, &sc).context("after applying the command-line flags")?;
+    if !sc.rest.is_empty() && (args.workers > 1 || args.shard.is_some()) {
+        bail!(
+            "{}: [[rest]] populations run in one process only (goose runs one attack per process); drop --workers/--shard",
+            src.origin
+        );
+    }
     if args.shard.is_some() && args.workers > 1 {
         bail!("--shard runs one worker of a larger run; it cannot be combined with --workers");
     }
@@ -592,6 +602,13 @@ fn finish(args: &RunArgs, sc: &Scenario, run: RunData) -> anyhow::Result<i32> {
         "{}",
         crate::report::text::render(&summary, &dir.display().to_string())
     );
+    if let Some(html) = crate::report::finish::html_report(&dir) {
+        println!("report: {}", html.display());
+    }
+    if let Some(path) = &args.junit {
+        crate::report::finish::write_junit(path, &sc.name, &summary.thresholds)?;
+        println!("junit: {}", path.display());
+    }
     if run.connections.established == 0 {
         let why = run
             .connections

@@ -1096,14 +1096,23 @@ impl Peer {
             self.sh.clock_skew.fetch_add(1, Ordering::Relaxed);
             0
         };
+        // REST publishes (`system` messages) carry virtual publisher ids (load::rest).
+        let system = p >= super::rest::REST_BASE;
         self.sh.metrics.with(|st| {
-            st.record(Metric::Fanout, lat);
+            st.record(
+                if system {
+                    Metric::SystemFanout
+                } else {
+                    Metric::Fanout
+                },
+                lat,
+            );
             st.count(Counter::Deliveries, 1);
         });
         if s.leaving {
             return;
         }
-        if p as usize >= self.sh.layout.peers.len() {
+        if p as usize >= self.sh.layout.peers.len() && !system {
             return self.unexpected("message_from_unknown_publisher");
         }
         if !s.rx.entry(p).or_default().insert(seq) {

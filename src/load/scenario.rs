@@ -32,6 +32,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scenarios/presence-churn.toml"),
     ),
     ("chat-room", include_str!("../../scenarios/chat-room.toml")),
+    (
+        "backend-broadcast",
+        include_str!("../../scenarios/backend-broadcast.toml"),
+    ),
     ("dm-storm", include_str!("../../scenarios/dm-storm.toml")),
     (
         "reconnect-storm",
@@ -343,6 +347,9 @@ pub struct Scenario {
     pub populations: Vec<Population>,
     #[serde(default, rename = "storm", skip_serializing_if = "Vec::is_empty")]
     pub storms: Vec<Storm>,
+    /// REST control-plane load through goose (at most one; see [`super::rest`]).
+    #[serde(default, rename = "rest", skip_serializing_if = "Vec::is_empty")]
+    pub rest: Vec<super::rest::RestPopulation>,
     /// Pass/fail rules: `"fanout.p99" = "<50ms"`; CLI `--threshold` rules are appended.
     #[serde(default, skip_serializing_if = "Thresholds::is_empty")]
     pub thresholds: Thresholds,
@@ -1017,7 +1024,7 @@ impl Scenario {
                 return Err((p(&[Key("thresholds"), Idx(i)]), e.to_string()));
             }
         }
-        Ok(())
+        super::rest::validate(self)
     }
 
     /// Total planned peers.

@@ -74,8 +74,9 @@ pub struct Rule {
 }
 
 const STATS: [&str; 8] = ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"];
-const GROUPS: [&str; 10] = [
+const GROUPS: [&str; 11] = [
     "delivery",
+    "rest",
     "directs",
     "throughput",
     "connections",
@@ -248,7 +249,12 @@ fn check_metric(metric: &str) -> Result<(), String> {
         return Err(hint());
     }
     // Check the path against the schema of an empty summary.
-    let schema = serde_json::to_value(crate::report::Summary::default()).unwrap_or(Value::Null);
+    let mut schema = serde_json::to_value(crate::report::Summary::default()).unwrap_or(Value::Null);
+    if first == "rest" {
+        // Present only in runs with a [[rest]] population.
+        schema["rest"] =
+            serde_json::to_value(crate::load::rest::RestReport::default()).unwrap_or(Value::Null);
+    }
     let mut v = &schema;
     for p in metric.split('.') {
         match v.get(p) {

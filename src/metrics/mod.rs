@@ -41,10 +41,12 @@ pub enum Metric {
     ScheduleLag,
     /// A dropped connection (storm or server close) → subscribed again.
     Reconnect,
+    /// REST publish intended time → a subscriber's receipt of the `system` message.
+    SystemFanout,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Fanout,
         Metric::Ack,
         Metric::Connect,
@@ -52,6 +54,7 @@ impl Metric {
         Metric::Direct,
         Metric::ScheduleLag,
         Metric::Reconnect,
+        Metric::SystemFanout,
     ];
 
     /// Name in file names and threshold rules (`fanout.hlog`, `fanout.p99`).
@@ -64,6 +67,7 @@ impl Metric {
             Metric::Direct => "direct",
             Metric::ScheduleLag => "schedule_lag",
             Metric::Reconnect => "reconnect",
+            Metric::SystemFanout => "system_fanout",
         }
     }
 

@@ -390,6 +390,7 @@ pub fn metric_title(metric: &str) -> String {
         "schedule_lag" => "Schedule lag (intended → actual send)".into(),
         "direct" => "Direct-message latency (intended send → target)".into(),
         "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
+        "system_fanout" => "System-message fan-out (REST publish → each subscriber)".into(),
         other => format!("{other} latency"),
     }
 }
@@ -589,6 +590,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
     b.push_str(&latency_section(run)?);
     b.push_str(&timeseries_section(run)?);
     b.push_str(&delivery_section(s));
+    b.push_str(&super::rest_html::rest_section(s));
     b.push_str(&codes_section(s, "errors", "Error frames by code", "code"));
     b.push_str(&codes_section(s, "closes", "Close codes", "close code"));
     b.push_str(&extra_section(s));
@@ -795,13 +797,18 @@ fn latency_section(run: &RunDir) -> Result<String, ReportError> {
             let Some((path, v)) = stats.get(&m) else {
                 continue;
             };
+            let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
+            // Optional metrics the run never measured (direct, reconnect, system fan-out)
+            // are noise in the table; the four core ones always show, empty or not.
+            if empty && !["fanout", "ack", "connect", "presence"].contains(&m.as_str()) {
+                continue;
+            }
             let _ = write!(
                 b,
                 "<tr><td>{} <code>{}</code></td>",
                 esc(&metric_title(&m)),
                 esc(path)
             );
-            let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
             for (key, _) in STAT_COLS {
                 let cell = match v.get(key).and_then(Value::as_f64) {
                     Some(x) if key == "count" => fmt_num(x),
@@ -1329,6 +1336,7 @@ fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> String {
 
 /// Top-level summary keys the sections above already show.
 const SHOWN_KEYS: &[&str] = &[
+    "rest",
     "schema",
     "scenario",
     "scenario_file",
@@ -1593,7 +1601,7 @@ mod tests {
                    "latency": {"fanout_us": {"count": 100, "min": 500, "p50": 900, "p90": 1500, "p99": 3000, "p999": 3500, "max": 4000, "mean": 1000}},
                    "delivery": {"expected": 100, "delivered": 99, "lost": 1, "duplicated": 0, "reordered": 0},
                    "errors": {}, "closes": {"1000": 10}, "harness_cpu_pct": 41.5,
-                   "rest": {"POST /v1/channels/:id/publish": {"count": 50, "fail": 0, "status": {"200": 50}, "p99_ms": 3}}})
+                   "http_checks": {"POST /v1/channels/:id/publish": {"count": 50, "fail": 0, "status": {"200": 50}, "p99_ms": 3}}})
             .to_string(),
         )
         .unwrap();

@@ -13,9 +13,11 @@
 //! Imports `metrics` only.
 
 pub mod files;
+pub mod finish;
 pub mod hlog;
 pub mod html;
 pub mod plot;
+pub mod rest_html;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -281,6 +283,9 @@ pub struct RunData {
     /// Largest acceptable schedule-lag p99 (µs) and CPU share, from the scenario.
     pub max_lag_p99_us: u64,
     pub max_cpu_share: f64,
+    /// The `[[rest]]` population's requests (goose metrics), when the scenario has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<crate::load::rest::RestReport>,
 }
 
 fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
@@ -397,6 +402,9 @@ pub struct Latency {
     pub direct_us: Stats,
     /// Connection lost (storm, server close) → subscribed again.
     pub reconnect_us: Stats,
+    /// REST publish intended time → each subscriber's receipt (`[[rest]]` populations).
+    #[serde(default)]
+    pub system_fanout_us: Stats,
 }
 
 /// Volumes and rates over the publishing time (`duration_s`).
@@ -511,6 +519,10 @@ pub struct Summary {
     /// All thresholds passed (true when there are none).
     pub thresholds_passed: bool,
     pub files: Files,
+    /// REST control-plane load (`[[rest]]`): goose's per-endpoint request metrics and
+    /// the REST publishes' own delivery accounting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest: Option<crate::load::rest::RestReport>,
 }
 
 impl Summary {
@@ -594,6 +606,7 @@ impl Summary {
                 presence_us: stats(Metric::Presence),
                 direct_us: stats(Metric::Direct),
                 reconnect_us: stats(Metric::Reconnect),
+                system_fanout_us: stats(Metric::SystemFanout),
             },
             schedule_lag_us: lag,
             throughput: Throughput {
@@ -630,6 +643,7 @@ impl Summary {
             thresholds: Vec::new(),
             thresholds_passed: true,
             files: Files::default(),
+            rest: run.rest.clone(),
         }
     }
 }

@@ -99,6 +99,9 @@ pub fn render(s: &Summary, dir: &str) -> String {
     if s.latency.reconnect_us.count > 0 {
         lat_row(&mut o, "reconnect", &s.latency.reconnect_us);
     }
+    if s.latency.system_fanout_us.count > 0 {
+        lat_row(&mut o, "sys fan-out", &s.latency.system_fanout_us);
+    }
     lat_row(&mut o, "schedule lag", &s.schedule_lag_us);
     let t = &s.throughput;
     let _ = writeln!(
@@ -116,6 +119,9 @@ pub fn render(s: &Summary, dir: &str) -> String {
         for (name, d) in &s.delivery_by_population {
             let _ = writeln!(o, "  {name:<10}{}", delivery_line(d));
         }
+    }
+    if let Some(r) = &s.rest {
+        o.push_str(&crate::load::rest::text_lines(r));
     }
     if s.directs.counts.expected > 0 || s.throughput.directs_sent > 0 {
         let _ = writeln!(o, "directs     {}", delivery_line(&s.directs));
