@@ -140,3 +140,20 @@ fn scenarios_lists_every_builtin() {
     let res = stampede().args(["scenarios", "smoke"]).output().unwrap();
     assert!(String::from_utf8_lossy(&res.stdout).contains("[[population]]"));
 }
+
+#[test]
+fn runs_that_cannot_fit_the_socket_limit_are_refused_up_front() {
+    // 50,000 peers with the in-process server need ~100k descriptors in one process.
+    if stampede::metrics::sys::max_open_files().is_none_or(|n| n > 100_000) {
+        eprintln!("skipped: this machine allows more than 100k descriptors per process");
+        return;
+    }
+    let res = stampede()
+        .args(["run", "idle-hold", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(err.contains("RLIMIT_NOFILE"), "{err}");
+    assert!(err.contains("--target"), "{err}");
+}

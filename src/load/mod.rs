@@ -261,6 +261,56 @@ async fn probe(t: &Targets, sc: &Scenario, run_tag: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Refuses a run that cannot fit this machine's per-process socket limit, before any
+/// connection is made (one process holds at most RLIMIT_NOFILE descriptors; with the
+/// in-process server each peer costs two).
+fn check_sockets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<()> {
+    let Some(limit) = crate::metrics::sys::max_open_files() else {
+        return Ok(());
+    };
+    let shards = args.shard.map(|s| s.count).unwrap_or(args.workers).max(1);
+    let targets = args.targets.len().max(1) as u32;
+    let layout = plan::Layout::build(sc, shards, targets);
+    let mut per_shard = vec![0u64; shards as usize];
+    for p in &layout.peers {
+        per_shard[p.shard as usize] += 1;
+    }
+    let busiest = match args.shard {
+        Some(s) => per_shard[s.index as usize],
+        None => per_shard.iter().copied().max().unwrap_or(0),
+    };
+    let embedded = args.targets.is_empty() && args.shard.is_none();
+    if embedded && args.workers > 1 && sc.peers() + 256 > limit {
+        bail!(
+            "the in-process server would hold all {} connections in this process, which may open {limit} file descriptors (RLIMIT_NOFILE); \
+             start servers separately (stampede serve --listen 127.0.0.1:PORT --ip-connect-limit 0, one per ~19,000 peers) and pass one --target each",
+            sc.peers()
+        );
+    }
+    let embedded_here = embedded && args.workers <= 1;
+    let needed = busiest * if embedded_here { 2 } else { 1 } + 256;
+    if needed > limit {
+        let per_process = limit.saturating_sub(256).max(1);
+        let suggest = sc.peers().div_ceil(per_process).max(2);
+        bail!(
+            "{busiest} peers in one process need about {needed} file descriptors{}, but this process may open {limit} (RLIMIT_NOFILE); {}",
+            if embedded_here {
+                " (the in-process server holds the other end of each connection)"
+            } else {
+                ""
+            },
+            if embedded {
+                format!(
+                    "start servers separately (stampede serve --listen 127.0.0.1:PORT --ip-connect-limit 0, one per ~19,000 peers), pass one --target each, and use --workers {suggest}"
+                )
+            } else {
+                format!("spread the peers over processes with --workers {suggest}")
+            }
+        );
+    }
+    Ok(())
+}
+
 fn new_run_tag() -> String {
     format!("r{:06x}", rand::random::<u32>() & 0xFF_FFFF)
 }
@@ -357,6 +407,7 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
         stop
     };
 
+    check_sockets(&args, &sc)?;
     let mut t = targets(&args, &sc).await?;
     if !args.emit_result {
         probe(&t, &sc, &run_tag).await?;

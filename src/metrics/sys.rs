@@ -95,6 +95,14 @@ pub fn machine_ticks() -> Option<(u64, u64)> {
     Some((total.saturating_sub(idle), total))
 }
 
+/// The soft limit on open file descriptors of this process (RLIMIT_NOFILE).
+pub fn max_open_files() -> Option<u64> {
+    // SAFETY: getrlimit writes into the struct we pass.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as u64)
+}
+
 /// Cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism()
