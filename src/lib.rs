@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod load;
 pub mod metrics;
 pub mod mint;
+pub mod net;
 pub mod proto;
 pub mod report;
 pub mod server;

@@ -203,7 +203,7 @@ async fn tcp_connect(
     }
     .map_err(|e| tcp_err(e.to_string()))?;
     if let Some(ip) = source {
-        bind_no_port(&socket, ip).map_err(|e| tcp_err(format!("bind {ip}: {e}")))?;
+        crate::net::bind_source(&socket, ip).map_err(|e| tcp_err(format!("bind {ip}: {e}")))?;
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let stream = tokio::time::timeout(left, socket.connect(addr))
@@ -212,31 +212,6 @@ async fn tcp_connect(
         .map_err(|e| tcp_err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// Binds to `ip` with the port left to `connect()`: without IP_BIND_ADDRESS_NO_PORT a
-/// `bind(ip:0)` reserves a port for every destination and TIME_WAIT entries then starve
-/// other source addresses (LIMITS.md §A1b).
-fn bind_no_port(socket: &TcpSocket, ip: Ipv4Addr) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a pointer to a c_int of the given length.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    socket.bind(SocketAddr::new(ip.into(), 0))
 }
 
 /// Options of one connect.

@@ -219,38 +219,11 @@ pub async fn tcp(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream
         TcpSocket::new_v6()?
     };
     if let (Some(ip), true) = (source, addr.is_ipv4()) {
-        bind_no_port(&sock)?;
-        sock.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
+        crate::net::bind_source(&sock, ip)?;
     }
     let stream = sock.connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-#[cfg(target_os = "linux")]
-fn bind_no_port(sock: &TcpSocket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn bind_no_port(_sock: &TcpSocket) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// Connects, upgrades and waits for `welcome`; every stage is bounded by `timeout`.
