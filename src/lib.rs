@@ -26,6 +26,7 @@ pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod target;
+pub mod transport;
 
 use cli::{Cli, Command};
 
