@@ -6,6 +6,8 @@
 //! - [`config`]: apps, keys, plans, limits; TOML file; the development configuration;
 //! - [`state`]: server-wide shared state (apps, keys, usage, clock, per-IP limiter);
 //! - [`http`]: the listener, accept loop, HTTP routing and the WebSocket upgrade;
+//! - [`tls`]: rustls configuration (certificate, key, client CA, resumption) and
+//!   certificate generation;
 //! - [`session`]: one WebSocket connection (auth, frame checks, heartbeat, expiry);
 //! - [`hub`]: per-app routing (channels, presence, wildcards, directs, kicks);
 //! - [`outbox`]: the bounded per-connection outbound queue (slow-consumer policy);
@@ -24,6 +26,7 @@ pub mod outbox;
 pub mod rest;
 pub mod session;
 pub mod state;
+pub mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
