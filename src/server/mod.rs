@@ -212,6 +212,8 @@ pub struct Running {
 /// Binds and starts serving; returns once the port is open.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.inject.validate().map_err(anyhow::Error::msg)?;
+    // Before binding: a bad certificate or key stops the server before it listens.
+    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
     let addr = tokio::net::lookup_host(&cfg.listen)
         .await
         .with_context(|| format!("invalid listen address {:?}: use HOST:PORT", cfg.listen))?
@@ -221,7 +223,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(&cfg));
     let (http_stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx));
+    let task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx, tls));
     Ok(Running {
         shared,
         local_addr,
