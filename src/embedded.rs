@@ -2,6 +2,9 @@
 //! as a [`Target`](crate::target::Target), for `stampede conform` / `stampede run`
 //! without a server argument, and for tests.
 
+use std::fmt;
+
+use crate::server::tls::{self, TlsConfig};
 use crate::server::{self, Config, FaultSet, Running, config};
 use crate::target::Target;
 
@@ -17,6 +20,64 @@ pub struct Options {
     /// Per-connection bucket (refill/s, burst); `None` = 100/200; `Some((0, 0))` = off.
     pub rate: Option<(u32, u32)>,
     pub inject: Inject,
+    /// `None`: plain `ws://` and `http://`.
+    pub tls: Option<Tls>,
+}
+
+/// TLS for the embedded server: its target's URLs become `wss://` and `https://`.
+#[derive(Clone)]
+pub enum Tls {
+    /// A new in-memory self-signed certificate for 127.0.0.1, localhost and ::1; the
+    /// target's `ca_pem` is that certificate.
+    SelfSigned,
+    /// This certificate chain (PEM, leaf first) and key.
+    Pem {
+        cert_pem: String,
+        key_pem: String,
+        /// When set, clients must present a certificate issued by this CA.
+        client_ca_pem: Option<String>,
+        /// What clients must trust to reach the server (the CA that issued `cert_pem`);
+        /// becomes the target's `ca_pem`.
+        trust_pem: Option<String>,
+    },
+}
+
+impl fmt::Debug for Tls {
+    // The key stays out of logs and assertion messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tls::SelfSigned => f.write_str("SelfSigned"),
+            Tls::Pem { client_ca_pem, .. } => f
+                .debug_struct("Pem")
+                .field("client_ca", &client_ca_pem.is_some())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Tls {
+    /// The server's TLS configuration and the PEM clients must trust.
+    fn resolve(self) -> Result<(TlsConfig, Option<String>), tls::TlsError> {
+        Ok(match self {
+            Tls::SelfSigned => {
+                let g = tls::self_signed(&tls::LOOPBACK_NAMES, tls::Validity::days(30))?;
+                (TlsConfig::generated(&g), Some(g.cert_pem))
+            }
+            Tls::Pem {
+                cert_pem,
+                key_pem,
+                client_ca_pem,
+                trust_pem,
+            } => (
+                TlsConfig {
+                    cert: tls::Pem::Text(cert_pem),
+                    key: tls::Pem::Text(key_pem),
+                    client_ca: client_ca_pem.map(tls::Pem::Text),
+                },
+                trust_pem,
+            ),
+        })
+    }
 }
 
 /// The reference server running inside this process.
@@ -38,12 +99,29 @@ impl EmbeddedServer {
             cfg.limits.rate = config::RateLimit::from_pair(pair);
         }
         cfg.inject = opts.inject;
-        Self::with_config(cfg).await
+        match opts.tls {
+            Some(t) => Self::with_config_tls(cfg, t).await,
+            None => Self::with_config(cfg).await,
+        }
     }
 
     /// Starts an arbitrary configuration; the listen address is forced to `127.0.0.1:0`
-    /// and an admin token is generated when none is set.
-    pub async fn with_config(mut cfg: Config) -> anyhow::Result<EmbeddedServer> {
+    /// and an admin token is generated when none is set. A `cfg.tls` is served as given
+    /// (`wss://` URLs, no `ca_pem`); [`with_config_tls`](Self::with_config_tls) also tells
+    /// the target what to trust.
+    pub async fn with_config(cfg: Config) -> anyhow::Result<EmbeddedServer> {
+        Self::launch(cfg, None).await
+    }
+
+    /// [`with_config`](Self::with_config) serving `tls`; the target's `ca_pem` says what
+    /// to trust.
+    pub async fn with_config_tls(mut cfg: Config, tls: Tls) -> anyhow::Result<EmbeddedServer> {
+        let (tls, ca_pem) = tls.resolve()?;
+        cfg.tls = Some(tls);
+        Self::launch(cfg, ca_pem).await
+    }
+
+    async fn launch(mut cfg: Config, ca_pem: Option<String>) -> anyhow::Result<EmbeddedServer> {
         cfg.listen = "127.0.0.1:0".into();
         let admin_token = cfg
             .admin_token
@@ -64,9 +142,10 @@ impl EmbeddedServer {
             .get(1)
             .and_then(|a| a.secret_keys.first())
             .map(|k| (k.id.clone(), k.secret.clone()));
+        let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
         let running = server::start(cfg).await?;
         let addr = running.local_addr;
-        let ws_url = format!("ws://{addr}/v1");
+        let ws_url = format!("{scheme}://{addr}/v1");
         let target = Target {
             rest_url: Target::rest_from_ws(&ws_url),
             ws_url,
@@ -76,6 +155,7 @@ impl EmbeddedServer {
             other_app,
             admin_token: Some(admin_token),
             embedded: true,
+            ca_pem,
         };
         Ok(EmbeddedServer { running, target })
     }
@@ -105,6 +185,15 @@ impl EmbeddedServer {
             .shared
             .stats
             .slow_consumer_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or timed out.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.running
+            .shared
+            .stats
+            .tls_handshake_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -21,6 +21,9 @@ pub struct Target {
     pub admin_token: Option<String>,
     /// True when this is the in-process reference server.
     pub embedded: bool,
+    /// PEM of a certificate the harness must trust to reach this target (the embedded
+    /// server's self-signed certificate); `None` = the system's trust roots.
+    pub ca_pem: Option<String>,
 }
 
 impl Target {

@@ -261,6 +261,7 @@ fn remote_target(args: &ConformArgs, url: &str) -> anyhow::Result<Target> {
         other_app: args.other_key_id.clone().zip(args.other_secret.clone()),
         admin_token: args.admin_token.clone(),
         embedded: false,
+        ca_pem: None,
     })
 }
 
@@ -342,6 +343,7 @@ fn embedded_capabilities() -> Target {
         other_app: Some(("sk_id_other".into(), "sk_secret_other".into())),
         admin_token: Some("dry-run".into()),
         embedded: true,
+        ca_pem: None,
     }
 }
 

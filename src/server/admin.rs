@@ -175,6 +175,7 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
                 "slowConsumerCloses": s.slow_consumer_closes.load(Ordering::Relaxed),
                 "ipLimited": s.ip_limited.load(Ordering::Relaxed),
                 "rateLimited": s.rate_limited.load(Ordering::Relaxed),
+                "tlsHandshakeFailures": s.tls_handshake_failures.load(Ordering::Relaxed),
                 "injected": {"dropped": inj.dropped, "duplicated": inj.duplicated, "reordered": inj.reordered},
             }))
         }

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::faults::FaultSet;
 use super::inject::Inject;
 use super::outbox::QueueLimits;
+use super::tls::{Pem, TlsConfig};
 use crate::proto::limits::{self, valid_channel};
 use crate::proto::{Action, Actions};
 
@@ -205,6 +206,8 @@ pub struct Config {
     pub inject: Inject,
     /// True for the built-in development configuration (the banner prints its secrets).
     pub dev: bool,
+    /// Serve TLS (`wss://`, `https://`) instead of plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 pub const DEV_APP: &str = "app_dev";
@@ -261,6 +264,7 @@ impl Config {
             faults: FaultSet::NONE,
             inject: Inject::default(),
             dev: true,
+            tls: None,
         }
     }
 
@@ -332,8 +336,18 @@ struct FileConfig {
     #[serde(default)]
     compat: FileCompat,
     turn: Option<FileTurn>,
+    tls: Option<FileTls>,
     #[serde(default)]
     apps: Vec<FileApp>,
+}
+
+/// `[tls]`: PEM files, relative to the config file's directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FileTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -673,6 +687,15 @@ impl Validator<'_> {
                     })?,
                 );
         }
+        if let Some(tls) = file.tls {
+            // Relative to the file, so a config and its certificates move together.
+            let dir = self.path.parent().unwrap_or(Path::new(""));
+            cfg.tls = Some(TlsConfig {
+                cert: Pem::File(dir.join(tls.cert)),
+                key: Pem::File(dir.join(tls.key)),
+                client_ca: tls.client_ca.map(|ca| Pem::File(dir.join(ca))),
+            });
+        }
         if file.apps.is_empty() {
             return self.err(
                 0..0,
@@ -846,6 +869,28 @@ allowedOrigins = ["https://acme.example"]
         assert!(!app.publishable_keys[0].actions.contains(Action::Send));
         assert!(cfg.turn_ice_servers.unwrap()[0]["urls"].is_string());
         assert!(!cfg.dev);
+        assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_file() {
+        let text = format!(
+            "{GOOD}\n[tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\nclientCa = \"ca/x.pem\"\n"
+        );
+        let cfg = Config::from_toml(Path::new("/etc/stampede/s.toml"), &text).unwrap();
+        let tls = cfg.tls.unwrap();
+        let file = |p: &Pem| match p {
+            Pem::File(f) => f.clone(),
+            Pem::Text(_) => panic!("a file"),
+        };
+        assert_eq!(file(&tls.cert), Path::new("/etc/stampede/c.pem"));
+        assert_eq!(file(&tls.key), Path::new("/abs/k.pem"));
+        assert_eq!(
+            file(&tls.client_ca.unwrap()),
+            Path::new("/etc/stampede/ca/x.pem")
+        );
+        let e = parse(&format!("{GOOD}\n[tls]\ncert = \"c.pem\"\n")).unwrap_err();
+        assert!(e.to_string().contains("missing field `key`"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! HTTP on the one listening port: the accept loop, hyper serving each TCP connection,
-//! the WebSocket upgrade at `/v1` (per-IP limit → 429, then 101), REST under `/v1/…`,
-//! the admin hook under `/_admin/…`, 426 / 404 / 503 otherwise (CONN-5, SHUT-4).
+//! HTTP on the one listening port: the accept loop, the TLS handshake when TLS is on,
+//! hyper serving each connection, the WebSocket upgrade at `/v1` (per-IP limit → 429,
+//! then 101), REST under `/v1/…`, the admin hook under `/_admin/…`, 426 / 404 / 503
+//! otherwise (CONN-5, SHUT-4).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,13 +17,15 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::session::{self, LiveGuard};
 use super::state::Shared;
-use super::{admin, rest};
+use super::{admin, rest, tls};
 
 pub type Resp = Response<Full<Bytes>>;
 
@@ -73,8 +76,14 @@ pub fn open_fds() -> usize {
 }
 
 /// Accepts until `stop` turns true. Out of descriptors, it says so (once every 30 s) and
-/// backs off instead of spinning.
-pub async fn accept_loop(listener: TcpListener, sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// backs off instead of spinning. With `tls`, each connection's handshake runs in its own
+/// task, so a slow client never holds up the accept loop.
+pub async fn accept_loop(
+    listener: TcpListener,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+) {
     let last_warning = AtomicI64::new(i64::MIN);
     loop {
         let accepted = tokio::select! {
@@ -84,7 +93,16 @@ pub async fn accept_loop(listener: TcpListener, sh: Arc<Shared>, mut stop: watch
         match accepted {
             Ok((tcp, peer)) => {
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(serve_http(tcp, peer, sh.clone(), stop.clone()));
+                match &tls {
+                    None => tokio::spawn(serve_http(tcp, peer, sh.clone(), stop.clone())),
+                    Some(acceptor) => tokio::spawn(serve_tls(
+                        acceptor.clone(),
+                        tcp,
+                        peer,
+                        sh.clone(),
+                        stop.clone(),
+                    )),
+                };
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                 let now = sh.clock.now_s();
@@ -116,12 +134,35 @@ pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-async fn serve_http(
+/// The TLS handshake, bounded, then HTTP over the TLS stream. A failed handshake is
+/// the client's problem: counted and logged at debug level, nothing more.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
     sh: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+        _ = wait_true(&mut stop) => return,
+    };
+    let why = match handshake {
+        Ok(Ok(stream)) => return serve_http(stream, peer, sh, stop).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not finished within {:?}", tls::HANDSHAKE_TIMEOUT),
+    };
+    sh.stats
+        .tls_handshake_failures
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("TLS handshake with {peer} failed: {why}");
+}
+
+/// HTTP/1.1 on one connection, plain TCP or TLS.
+async fn serve_http<S>(io: S, peer: SocketAddr, sh: Arc<Shared>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = service_fn(move |req| {
         let sh = sh.clone();
         async move { Ok::<_, Infallible>(route(&sh, req, peer).await) }
@@ -131,7 +172,7 @@ async fn serve_http(
         // A client that never finishes its headers must not hold a descriptor forever.
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(128 * 1024)
-        .serve_connection(TokioIo::new(tcp), svc)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

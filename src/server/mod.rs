@@ -6,6 +6,8 @@
 //! - [`config`]: apps, keys, plans, limits; TOML file; the development configuration;
 //! - [`state`]: server-wide shared state (apps, keys, usage, clock, per-IP limiter);
 //! - [`http`]: the listener, accept loop, HTTP routing and the WebSocket upgrade;
+//! - [`tls`]: rustls configuration (certificate, key, client CA, resumption) and
+//!   certificate generation;
 //! - [`session`]: one WebSocket connection (auth, frame checks, heartbeat, expiry);
 //! - [`hub`]: per-app routing (channels, presence, wildcards, directs, kicks);
 //! - [`outbox`]: the bounded per-connection outbound queue (slow-consumer policy);
@@ -24,6 +26,7 @@ pub mod outbox;
 pub mod rest;
 pub mod session;
 pub mod state;
+pub mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -119,7 +122,26 @@ pub struct ServeArgs {
     /// Test only: RNG seed of the injected faults.
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_seed: u64,
+    /// Serve TLS (wss://, https://) with this certificate chain (PEM, leaf first); needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a new self-signed certificate for localhost, 127.0.0.1 and ::1, valid
+    /// 30 days, written with its key to a new directory under the temp dir; the banner
+    /// prints the --cacert flag clients need.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: bool,
+    /// Require client certificates issued by a CA in FILE (PEM); clients without one fail
+    /// the TLS handshake. Needs TLS (--tls-cert, --tls-self-signed or [tls] in --config).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
+
+/// How long `--tls-self-signed` certificates are valid.
+const SELF_SIGNED_DAYS: u64 = 30;
 
 impl ServeArgs {
     /// Folds the flags into a configuration (the config file first, flags on top).
@@ -193,6 +215,22 @@ impl ServeArgs {
             seed: self.inject_seed,
         };
         cfg.inject.validate().map_err(anyhow::Error::msg)?;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            cfg.tls = Some(tls::TlsConfig::files(cert, key));
+        }
+        if self.tls_self_signed {
+            let generated =
+                tls::self_signed(&tls::LOOPBACK_NAMES, tls::Validity::days(SELF_SIGNED_DAYS))?;
+            cfg.tls = Some(tls::TlsConfig::generated(&generated));
+        }
+        if let Some(ca) = &self.tls_client_ca {
+            let Some(t) = cfg.tls.as_mut() else {
+                anyhow::bail!(
+                    "--tls-client-ca needs TLS: add --tls-cert and --tls-key, or --tls-self-signed"
+                );
+            };
+            t.client_ca = Some(tls::Pem::File(ca.clone()));
+        }
         Ok(cfg)
     }
 }
@@ -209,6 +247,8 @@ pub struct Running {
 /// Binds and starts serving; returns once the port is open.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     cfg.inject.validate().map_err(anyhow::Error::msg)?;
+    // Before binding: a bad certificate or key stops the server before it listens.
+    let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
     let addr = tokio::net::lookup_host(&cfg.listen)
         .await
         .with_context(|| format!("invalid listen address {:?}: use HOST:PORT", cfg.listen))?
@@ -218,7 +258,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let local_addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(&cfg));
     let (http_stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx));
+    let task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx, tls));
     Ok(Running {
         shared,
         local_addr,
@@ -294,7 +334,11 @@ pub async fn main(args: ServeArgs, mut stop: Stop) -> anyhow::Result<i32> {
     }
     let cfg = args.to_config()?;
     let running = start(cfg.clone()).await?;
-    print_banner(&cfg, &running);
+    let self_signed = match (&cfg.tls, args.tls_self_signed) {
+        (Some(t), true) => Some(write_self_signed(t)?),
+        _ => None,
+    };
+    print_banner(&cfg, &running, self_signed.as_ref());
     let mut admin_stop = running.shared.stop_request.subscribe();
     tokio::select! {
         _ = stop.wait() => {}
@@ -309,15 +353,64 @@ pub async fn main(args: ServeArgs, mut stop: Stop) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_banner(cfg: &Config, running: &Running) {
+/// Writes the `--tls-self-signed` certificate and key to files clients (and a restart)
+/// can use.
+fn write_self_signed(t: &tls::TlsConfig) -> anyhow::Result<tls::PemFiles> {
+    let (tls::Pem::Text(cert_pem), tls::Pem::Text(key_pem)) = (&t.cert, &t.key) else {
+        anyhow::bail!("internal error: --tls-self-signed without a generated certificate");
+    };
+    let generated = tls::Generated {
+        cert_pem: cert_pem.clone(),
+        key_pem: key_pem.clone(),
+    };
+    generated.write_to_new_temp_dir().with_context(|| {
+        format!(
+            "cannot write the self-signed certificate under {}",
+            std::env::temp_dir().display()
+        )
+    })
+}
+
+fn print_banner(cfg: &Config, running: &Running, self_signed: Option<&tls::PemFiles>) {
     let addr = running.public_addr();
-    let ws = format!("ws://{addr}/v1");
-    let rest = format!("http://{addr}/v1");
+    let (ws_scheme, http_scheme) = match cfg.tls {
+        Some(_) => ("wss", "https"),
+        None => ("ws", "http"),
+    };
+    let ws = format!("{ws_scheme}://{addr}/v1");
+    let rest = format!("{http_scheme}://{addr}/v1");
+    // curl needs to be told to trust a self-signed certificate, like any other client.
+    let cacert = self_signed.map_or(String::new(), |f| format!("--cacert {} ", f.cert.display()));
     let mut out = String::new();
     // The first line is parsed by scripts (e.g. the SDK interop test): keep its form.
     out.push_str(&format!("listening on {ws}\n"));
     out.push_str("stampede reference server (Metered Realtime Messaging v1)\n");
     out.push_str(&format!("  REST:             {rest}\n"));
+    if let Some(t) = &cfg.tls {
+        match self_signed {
+            Some(f) => {
+                out.push_str(&format!(
+                    "  TLS:              self-signed for {}, valid {SELF_SIGNED_DAYS} days; cert and key in {}\n",
+                    tls::LOOPBACK_NAMES.join(", "),
+                    f.dir.display()
+                ));
+                out.push_str(&format!(
+                    "  clients trust it: --cacert {}\n",
+                    f.cert.display()
+                ));
+            }
+            None => out.push_str(&format!(
+                "  TLS:              certificate {}\n",
+                t.cert.name("certificate")
+            )),
+        }
+        if let Some(ca) = &t.client_ca {
+            out.push_str(&format!(
+                "  client certs:     required, issued by a CA in {}\n",
+                ca.name("client CA")
+            ));
+        }
+    }
     if let Some(app) = cfg.apps.first() {
         let key = app.secret_keys.iter().find(|k| !k.revoked);
         out.push_str(&format!(
@@ -351,7 +444,7 @@ fn print_banner(cfg: &Config, running: &Running) {
             out.push_str(&format!("  connect:          {ws}?token={token}\n"));
             if cfg.dev {
                 out.push_str(&format!(
-                    "  REST example:     curl -H 'Authorization: Bearer {}:{}' {rest}/usage\n",
+                    "  REST example:     curl {cacert}-H 'Authorization: Bearer {}:{}' {rest}/usage\n",
                     k.id, k.secret
                 ));
             }
@@ -386,7 +479,7 @@ fn print_banner(cfg: &Config, running: &Running) {
     if cfg.admin_token.is_some() {
         out.push_str(&format!(
             "  admin hook:       {}/_admin/ (Bearer <admin token>)\n",
-            format_args!("http://{addr}")
+            format_args!("{http_scheme}://{addr}")
         ));
     }
     if !cfg.faults.is_empty() {

@@ -18,9 +18,10 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -267,27 +268,67 @@ pub async fn serve(
         .as_ref()
         .map_or(sh.limits.max_message_size, |a| a.app.max_message_size);
     let cfg = Some(ws_config(&sh, max));
-    // Unwrap hyper's upgrade box to the TcpStream: fewer layers per read, less memory.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let tcp = parts.io.into_inner();
-            // `read_buf` may be a slice of hyper's whole read buffer: copy what is left and
-            // drop it now, or every connection keeps that buffer alive (8 KB+ each).
-            let leftover = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
-            drop(parts.read_buf);
-            let ws = match leftover {
-                None => WebSocketStream::from_raw_socket(tcp, Role::Server, cfg).await,
-                Some(bytes) => {
-                    WebSocketStream::from_partially_read(tcp, bytes, Role::Server, cfg).await
-                }
-            };
-            start_session(sh, ws, admitted, guard).await
-        }
-        Err(upgraded) => {
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, cfg).await;
-            start_session(sh, ws, admitted, guard).await
-        }
+    // Unwrap hyper's upgrade box to the stream we gave hyper (TCP, or TLS over TCP): fewer
+    // layers per read, less memory.
+    let upgraded = match unwrap_upgraded::<TcpStream>(upgraded) {
+        Ok((tcp, leftover)) => return over(sh, tcp, leftover, cfg, admitted, guard).await,
+        Err(upgraded) => upgraded,
+    };
+    let upgraded = match unwrap_upgraded::<TlsStream<TcpStream>>(upgraded) {
+        Ok((tls, leftover)) => return over(sh, tls, leftover, cfg, admitted, guard).await,
+        Err(upgraded) => upgraded,
+    };
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, cfg).await;
+    start_session(sh, ws, admitted, guard).await
+}
+
+/// The stream under hyper's upgrade box if it is an `S`, with the bytes hyper read past
+/// the request.
+fn unwrap_upgraded<S>(upgraded: Upgraded) -> Result<(S, Option<Vec<u8>>), Upgraded>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let parts = upgraded.downcast::<TokioIo<S>>()?;
+    // `read_buf` may be a slice of hyper's whole read buffer: copy what is left and drop it
+    // now, or every connection keeps that buffer alive (8 KB+ each).
+    let leftover = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+    drop(parts.read_buf);
+    Ok((parts.io.into_inner(), leftover))
+}
+
+/// Starts the WebSocket over the unwrapped stream.
+async fn over<S: Transport>(
+    sh: Arc<Shared>,
+    io: S,
+    leftover: Option<Vec<u8>>,
+    cfg: Option<WebSocketConfig>,
+    admitted: Result<Admitted, Refusal>,
+    guard: LiveGuard,
+) {
+    let ws = match leftover {
+        None => WebSocketStream::from_raw_socket(io, Role::Server, cfg).await,
+        Some(bytes) => WebSocketStream::from_partially_read(io, bytes, Role::Server, cfg).await,
+    };
+    start_session(sh, ws, admitted, guard).await
+}
+
+/// A stream a WebSocket runs over, and how it ends after the close handshake.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Called once the WebSocket is done with the stream, before it is dropped.
+    fn end(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+// TCP needs nothing: dropping the socket closes it.
+impl Transport for TcpStream {}
+impl Transport for TokioIo<Upgraded> {}
+
+impl Transport for TlsStream<TcpStream> {
+    /// Sends close_notify (RFC 8446 §6.1), so a client sees the end of the stream rather
+    /// than a truncation. Bounded: a client that stopped reading must not hold the task.
+    async fn end(&mut self) {
+        let _ = timeout(Duration::from_millis(250), self.shutdown()).await;
     }
 }
 
@@ -310,11 +351,9 @@ fn close_reason(code: u16) -> &'static str {
     }
 }
 
-/// Sends a close frame and waits (bounded) for the client's (CLOSE-18), then drops TCP.
-async fn close_with<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// Sends a close frame and waits (bounded) for the client's (CLOSE-18); the caller then
+/// drops TCP.
+async fn close_with<S: Transport>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
@@ -330,19 +369,18 @@ where
         }
     })
     .await;
+    ws.get_mut().end().await;
 }
 
 /// Applies the connect-time gates (CONN-6 steps 3-6); an admitted connection continues in
 /// a task of its own, so the long-lived future holds only what the session needs (async
 /// functions keep their arguments and locals, which would add ~1.3 KB per connection).
-async fn start_session<S>(
+async fn start_session<S: Transport>(
     sh: Arc<Shared>,
     mut ws: WebSocketStream<S>,
     admitted: Result<Admitted, Refusal>,
     guard: LiveGuard,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let a = match admitted {
         Ok(a) => a,
         Err((code, reason)) => return close_with(&mut ws, code, reason).await,
@@ -408,14 +446,12 @@ async fn start_session<S>(
 }
 
 /// The long-lived part of a connection: the main loop, then the close.
-async fn live<S>(
+async fn live<S: Transport>(
     mut ws: WebSocketStream<S>,
     mut s: Session,
     expiry: Option<Instant>,
     guard: LiveGuard,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) {
     let end = s.run_loop(&mut ws, expiry).await;
     // Presence leaves go out as soon as the close is decided (CLOSE-18).
     s.leave();
@@ -425,10 +461,7 @@ async fn live<S>(
 }
 
 /// Completes the close the main loop decided on.
-async fn finish<S>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &Conn, end: End)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &Conn, end: End) {
     match end {
         End::Close(close::GOING_AWAY) => {
             let mut batch = VecDeque::new();
@@ -452,6 +485,7 @@ where
         End::PeerClosed => {
             // tungstenite queued the reply close; write it out.
             let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
+            ws.get_mut().end().await;
         }
         End::Drop => {}
     }

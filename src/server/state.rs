@@ -310,6 +310,9 @@ pub struct Stats {
     pub ip_limited: AtomicU64,
     /// Connections closed by the 4011 rate limit.
     pub rate_limited: AtomicU64,
+    /// TLS handshakes that failed or timed out (bad or missing client certificate, a
+    /// client that does not trust ours, plain HTTP on the TLS port, …).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// Everything the tasks of one server share.
