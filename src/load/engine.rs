@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::connect::{self, Endpoint};
+use super::connect::Dest;
 use super::peer::{Peer, PeerOutcome};
 use super::plan::{Layout, Shard};
 use super::scenario::Scenario;
@@ -20,6 +20,7 @@ use crate::metrics::collector::{Collector, Latest};
 use crate::metrics::{Hist, Metric, Metrics, sys};
 use crate::report::{Expectations, RunData, StormOutcome};
 use crate::shutdown::Stop;
+use crate::transport::{self, Connector};
 
 /// Handshakes in flight per process: enough for ~15k connects/s on loopback without
 /// flooding the server's accept backlog (LIMITS.md).
@@ -79,6 +80,7 @@ pub struct Events {
     pub unexpected: BTreeMap<String, u64>,
     pub failures: BTreeMap<String, u64>,
     pub warnings: BTreeMap<String, u64>,
+    pub tls: crate::report::TlsStats,
 }
 
 /// Distinct warning texts kept; beyond this they are lumped together, so a server that
@@ -134,7 +136,8 @@ pub struct Shared {
     /// Channel id → the name as a JSON string literal.
     pub channel_json: Box<[String]>,
     pub pub_rates: Vec<f64>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Dest>,
+    pub connector: Connector,
     pub creds: Creds,
     pub source_ip: Option<Ipv4Addr>,
     pub handshakes: Semaphore,
@@ -219,7 +222,9 @@ pub struct Setup {
     pub origin: String,
     pub shard: Shard,
     pub workers: u32,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<Dest>,
+    /// TLS and `--connect-to` settings every peer dials with.
+    pub connector: Connector,
     pub embedded: bool,
     pub creds: Creds,
     pub source_ip: Option<Ipv4Addr>,
@@ -313,11 +318,14 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         channel_json,
         pub_rates,
         endpoints: setup.endpoints.clone(),
+        connector: setup.connector.clone(),
         creds: setup.creds.clone(),
         source_ip: setup.source_ip,
         handshakes: Semaphore::new(HANDSHAKES_IN_FLIGHT),
-        ws_config: connect::ws_config(
+        // Clients accept inbound frames up to 1 MiB (CLI-6).
+        ws_config: transport::ws::peer_config(
             s.largest_frame(crate::proto::limits::DEFAULT_MAX_MESSAGE_SIZE),
+            1 << 20,
         ),
         id_prefix: format!("{}-", setup.run_tag),
         server_ids: ServerIds::default(),
@@ -502,7 +510,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         scenario: s.name.clone(),
         scenario_origin: setup.origin.clone(),
         scenario_toml: s.to_toml(),
-        targets: setup.endpoints.iter().map(|e| e.url.clone()).collect(),
+        targets: setup.endpoints.iter().map(|e| e.url().to_owned()).collect(),
         embedded: setup.embedded,
         workers: setup.workers,
         peers: sh.locals.len() as u64,
@@ -537,6 +545,12 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         max_lag_p99_us: s.validity.max_lag_p99.as_us(),
         max_cpu_share: s.validity.max_cpu,
         rest,
+        tls: setup.connector.tls().map(|t| {
+            let mut stats = events.tls;
+            stats.insecure = t.insecure;
+            stats.resumption = t.resumption_name().to_owned();
+            stats
+        }),
     };
     run.finish();
     run

@@ -3,7 +3,7 @@
 //! Map:
 //! - [`scenario`]: scenario files (TOML), their loader and validation; CLI flags fold in.
 //! - [`plan`]: pure schedule math (layout of peers and rooms, ramps, arrivals, backoff).
-//! - [`connect`]: one connection (source address, small buffers, welcome, advice).
+//! - [`connect`]: one peer connection through [`crate::transport`], up to `welcome`.
 //! - [`peer`]: one simulated peer task; [`engine`]: one process's share of a run.
 //! - [`accounting`]: expected recipients from the membership timeline; lost, duplicated,
 //!   reordered per publisher → subscriber pair.
@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use self::connect::Endpoint;
+use self::connect::Dest;
 use self::engine::{Creds, Live, Setup};
 use self::plan::Shard;
 use self::scenario::{Credential, Overrides, Scenario};
@@ -41,6 +41,7 @@ use crate::embedded::{EmbeddedServer, Options};
 use crate::proto::{Claims, auth};
 use crate::report::{RunData, Summary};
 use crate::shutdown::Stop;
+use crate::transport::{Connector, TlsArgs};
 
 /// Flags of `stampede run`.
 #[derive(Debug, Clone, Args)]
@@ -95,6 +96,21 @@ pub struct RunArgs {
     /// Common start of all shards, Unix seconds (fractions allowed). Default: now.
     #[arg(long, value_name = "UNIX_SECONDS")]
     pub start_at: Option<f64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Without --target: serve the in-process reference server over TLS (a fresh
+    /// self-signed certificate), so the run exercises the whole wss:// path.
+    #[arg(long = "tls", conflicts_with = "targets")]
+    pub embedded_tls: bool,
+    /// Worker mode: a PEM certificate to trust for the targets (the coordinator's
+    /// embedded server), passed in the environment.
+    #[arg(
+        long,
+        hide = true,
+        env = "STAMPEDE_TARGET_CA_PEM",
+        hide_env_values = true
+    )]
+    pub target_ca_pem: Option<String>,
     /// Bind the peers' connections to this loopback source address
     /// (default: a fresh 127.x.y.z per run and worker when the target is on 127/8).
     #[arg(long)]
@@ -155,15 +171,21 @@ pub fn list_scenarios(args: ScenariosArgs) -> anyhow::Result<i32> {
 
 /// Where the peers connect.
 struct Targets {
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<Dest>,
     creds: Creds,
+    connector: Connector,
+    /// A certificate the targets need trusted (the embedded server's self-signed one).
+    ca_pem: Option<String>,
     embedded: Option<EmbeddedServer>,
 }
 
 async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
-    let (urls, creds, embedded) = if args.targets.is_empty() {
+    let (urls, creds, ca_pem, embedded) = if args.targets.is_empty() {
         let server = EmbeddedServer::start(Options {
             ip_connect_limit: Some(0),
+            tls: args
+                .embedded_tls
+                .then_some(crate::embedded::Tls::SelfSigned),
             ..Default::default()
         })
         .await
@@ -174,7 +196,12 @@ async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
             secret: t.secret.clone().unwrap_or_default(),
             publishable: t.publishable_key.clone(),
         };
-        (vec![t.ws_url.clone()], creds, Some(server))
+        (
+            vec![t.ws_url.clone()],
+            creds,
+            t.ca_pem.clone(),
+            Some(server),
+        )
     } else {
         let creds = Creds {
             key_id: args.key_id.clone().unwrap_or_else(|| "sk_id_dev".into()),
@@ -187,7 +214,12 @@ async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
                 .clone()
                 .or_else(|| Some("pk_live_dev".into())),
         };
-        (args.targets.clone(), creds, None)
+        (
+            args.targets.clone(),
+            creds,
+            args.target_ca_pem.clone(),
+            None,
+        )
     };
     if sc
         .populations
@@ -197,25 +229,33 @@ async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
     {
         bail!("a population uses credential = \"publishable\": give --publishable-key");
     }
+    let secure = urls.iter().any(|u| u.starts_with("wss://"));
+    let connector = Connector::new(&args.tls, secure, ca_pem.as_deref())?;
     let mut endpoints = Vec::with_capacity(urls.len());
     for url in &urls {
-        endpoints.push(Endpoint::resolve(url).await?);
+        endpoints.push(
+            Dest::resolve(url, &connector)
+                .await
+                .with_context(|| format!("cannot use target {url}"))?,
+        );
     }
     Ok(Targets {
         endpoints,
         creds,
+        connector,
+        ca_pem,
         embedded,
     })
 }
 
-/// Connects once to each target and waits for `welcome`, so a wrong URL or key fails in
-/// seconds with a clear message instead of as a run full of failures.
+/// Connects once to each target and waits for `welcome`, so a wrong URL, key or
+/// certificate fails in seconds with a clear message instead of as a run full of failures.
 async fn probe(t: &Targets, sc: &Scenario, run_tag: &str) -> anyhow::Result<()> {
     let token = sc
         .populations
         .iter()
         .any(|p| p.credential == Credential::Token);
-    for ep in &t.endpoints {
+    for dest in &t.endpoints {
         let query = if token {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -240,21 +280,21 @@ async fn probe(t: &Targets, sc: &Scenario, run_tag: &str) -> anyhow::Result<()> 
                 )
             )
         };
-        match connect::open(
-            ep,
-            &query,
-            None,
-            connect::ws_config(0),
-            Duration::from_secs(3),
-        )
-        .await
-        {
-            Ok((mut ws, _)) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        let attempt = connect::Attempt {
+            dest,
+            query: &query,
+            source: None,
+            tls: None,
+            config: crate::transport::ws::peer_config(0, 1 << 20),
+            timeout: Duration::from_secs(5),
+        };
+        match connect::open(&t.connector, attempt).await {
+            Ok(mut o) => {
+                crate::transport::ws::close(&mut o.connected.ws, 1000, |_| {}).await;
             }
             Err(e) => {
                 let advice = e.advice().map(|a| format!("\n  {a}")).unwrap_or_default();
-                bail!("cannot use target {}: {e}{advice}", ep.url);
+                bail!("cannot use target {}: {e}{advice}", dest.url());
             }
         }
     }
@@ -332,11 +372,16 @@ pub async fn run_scenario(
     scenario
         .validate()
         .map_err(|(path, msg)| anyhow::anyhow!("`{path}`: {msg}"))?;
-    let endpoint = Endpoint::resolve(&target.ws_url).await?;
+    let connector = Connector::new(
+        &TlsArgs::default(),
+        target.ws_url.starts_with("wss://"),
+        target.ca_pem.as_deref(),
+    )?;
+    let endpoint = Dest::resolve(&target.ws_url, &connector).await?;
     let run_tag = new_run_tag();
     let source_ip = endpoint
         .is_loopback_v4()
-        .then(|| connect::source_ip(&run_tag, 0));
+        .then(|| crate::transport::socket::run_source_ip(&run_tag, 0));
     let sc = Arc::new(scenario);
     let setup = Setup {
         origin: format!("inline:{}", sc.name),
@@ -344,6 +389,7 @@ pub async fn run_scenario(
         shard: Shard::WHOLE,
         workers: 1,
         endpoints: vec![endpoint],
+        connector,
         embedded: target.embedded,
         creds: Creds {
             key_id: target.key_id.clone().unwrap_or_else(|| "sk_id_dev".into()),
@@ -413,8 +459,13 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
         probe(&t, &sc, &run_tag).await?;
     }
     let embedded = t.embedded.is_some();
-    let urls: Vec<String> = t.endpoints.iter().map(|e| e.url.clone()).collect();
-    let loopback = t.endpoints.iter().all(Endpoint::is_loopback_v4);
+    let urls: Vec<String> = t.endpoints.iter().map(|e| e.url().to_owned()).collect();
+    let loopback = t.endpoints.iter().all(Dest::is_loopback_v4);
+    if t.connector.insecure() && !args.emit_result {
+        eprintln!(
+            "warning: --insecure: server certificates are NOT verified; anyone on the path can impersonate the server (the report records this)"
+        );
+    }
 
     let result = if args.workers > 1 {
         coordinate(&args, &sc, &src.origin, &t, &run_tag, stop).await
@@ -424,15 +475,16 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
             Some(s) if s > 0.0 => (s * 1e6) as u64,
             _ => now_us() + 200_000,
         };
-        let source_ip = args
-            .source_ip
-            .or_else(|| loopback.then(|| connect::source_ip(&run_tag, shard.index)));
+        let source_ip = args.source_ip.or_else(|| {
+            loopback.then(|| crate::transport::socket::run_source_ip(&run_tag, shard.index))
+        });
         let setup = Setup {
             scenario: sc.clone(),
             origin: src.origin.clone(),
             shard,
             workers: 1,
             endpoints: t.endpoints.clone(),
+            connector: t.connector.clone(),
             embedded,
             creds: t.creds.clone(),
             source_ip,
@@ -489,7 +541,7 @@ async fn coordinate(
     let n = args.workers;
     let t0_us = now_us() + 1_500_000;
     let t0_s = format!("{:.6}", t0_us as f64 / 1e6);
-    let loopback = t.endpoints.iter().all(Endpoint::is_loopback_v4);
+    let loopback = t.endpoints.iter().all(Dest::is_loopback_v4);
     let mut commands = Vec::with_capacity(n as usize);
     for i in 0..n {
         let mut a: Vec<String> = vec![
@@ -505,8 +557,9 @@ async fn coordinate(
             "--quiet".into(),
         ];
         for ep in &t.endpoints {
-            a.extend(["--target".into(), ep.url.clone()]);
+            a.extend(["--target".into(), ep.url().to_owned()]);
         }
+        a.extend(args.tls.to_args());
         if let Some(p) = args.peers {
             a.extend(["--peers".into(), p.to_string()]);
         }
@@ -529,7 +582,7 @@ async fn coordinate(
                     let o = ip.octets();
                     Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add(i as u8))
                 })
-                .unwrap_or_else(|| connect::source_ip(run_tag, i));
+                .unwrap_or_else(|| crate::transport::socket::run_source_ip(run_tag, i));
             a.extend(["--source-ip".into(), ip.to_string()]);
         }
         commands.push(a);
@@ -552,6 +605,9 @@ async fn coordinate(
     ];
     if let Some(pk) = &t.creds.publishable {
         env.push(("STAMPEDE_PUBLISHABLE_KEY".to_owned(), pk.clone()));
+    }
+    if let Some(pem) = &t.ca_pem {
+        env.push(("STAMPEDE_TARGET_CA_PEM".to_owned(), pem.clone()));
     }
     let outcomes = worker::run_workers(commands, env, live.clone(), stop, deadline).await;
     live.done.store(true, std::sync::atomic::Ordering::Release);

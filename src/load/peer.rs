@@ -22,14 +22,12 @@ use rand::rngs::SmallRng;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::accounting::{
     ACKED, DirectRec, PENDING, PairRx, REJECTED, SessionLog, UNCONFIRMED, pack, sent_of, status_of,
     with_status,
 };
-use super::connect::{self, ConnectError, Welcome, Ws};
+use super::connect::{self, Attempt, OpenError, Welcome, Ws};
 use super::engine::Shared;
 use super::plan::{self, PeerPlan, Ticker};
 use super::scenario::{Backoff, Credential, Leave, OversizeExpect, OversizeKind, StormMode};
@@ -37,11 +35,13 @@ use crate::metrics::{Counter, Metric};
 use crate::proto::frame::close;
 use crate::proto::{Claims, ServerFrame, auth};
 use crate::report::{OversizeOutcome, TokenExpiry};
+use crate::transport::{self, TlsSession};
 
 /// How long a connect stage, a subscribe ack, a send or a close may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_TIMEOUT_US: u64 = 15_000_000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leaving peer waits for the ack of its unsubscribe.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most sends one wake-up makes before reading again (a peer far behind catches up
 /// over several wake-ups instead of starving its reads).
@@ -123,6 +123,9 @@ pub struct Peer {
     storm_pending: Option<usize>,
     after_4002: bool,
     session_no: u32,
+    /// The TLS configuration this peer dials with (its own session cache with
+    /// `--tls-resumption per-peer`); made at the first `wss://` connect.
+    tls: Option<TlsSession>,
     out: PeerOutcome,
 }
 
@@ -186,6 +189,7 @@ impl Peer {
             storm_pending: None,
             after_4002: false,
             session_no: 0,
+            tls: None,
             out,
         }
     }
@@ -258,33 +262,54 @@ impl Peer {
         }
     }
 
-    async fn connect(&mut self) -> Result<(Ws, Welcome), ConnectError> {
+    async fn connect(&mut self) -> Result<(Ws, Welcome), OpenError> {
         let sh = self.sh.clone();
         let _permit = sh.handshakes.acquire().await;
         let started = self.now();
         let query = self.query(started);
-        let ep = &self.sh.endpoints[self.plan.target as usize % self.sh.endpoints.len()];
+        let dest = &sh.endpoints[self.plan.target as usize % sh.endpoints.len()];
+        if dest.endpoint.secure && self.tls.is_none() {
+            self.tls = sh.connector.session();
+        }
         let res = connect::open(
-            ep,
-            &query,
-            self.sh.source_ip,
-            self.sh.ws_config,
-            CONNECT_TIMEOUT,
+            &sh.connector,
+            Attempt {
+                dest,
+                query: &query,
+                source: sh.source_ip,
+                tls: self.tls.as_ref(),
+                config: sh.ws_config,
+                timeout: CONNECT_TIMEOUT,
+            },
         )
         .await;
         let took = self.now().saturating_sub(started);
-        match &res {
-            Ok(_) => self.sh.metrics.with(|s| {
-                s.count(Counter::ConnectAttempts, 1);
-                s.count(Counter::Connects, 1);
-                s.record(Metric::Connect, took);
-            }),
+        match res {
+            Ok(o) => {
+                let p = o.connected.phases;
+                let us = |d: Duration| d.as_micros() as u64;
+                sh.metrics.with(|s| {
+                    s.count(Counter::ConnectAttempts, 1);
+                    s.count(Counter::Connects, 1);
+                    s.record(Metric::Connect, took);
+                    s.record(Metric::TcpConnect, us(p.tcp));
+                    if let Some(t) = p.tls {
+                        s.record(Metric::TlsHandshake, us(t));
+                    }
+                    s.record(Metric::WsUpgrade, us(p.upgrade));
+                    s.record(Metric::Welcome, us(o.welcome_wait));
+                });
+                if let Some(info) = &o.connected.tls {
+                    sh.event(|ev| ev.tls.record(info));
+                }
+                Ok((o.connected.ws, o.welcome))
+            }
             Err(e) => {
-                self.sh.metrics.with(|s| {
+                sh.metrics.with(|s| {
                     s.count(Counter::ConnectAttempts, 1);
                     s.count(Counter::ConnectFailures, 1);
                 });
-                self.sh.event(|ev| {
+                sh.event(|ev| {
                     *ev.failures.entry(e.kind()).or_default() += 1;
                     if let Some(code) = e.close_code() {
                         *ev.closes.entry(code.to_string()).or_default() += 1;
@@ -292,9 +317,9 @@ impl Peer {
                     let msg = e.advice().unwrap_or_else(|| format!("connect failed: {e}"));
                     ev.warn(msg, 1);
                 });
+                Err(e)
             }
         }
-        res
     }
 
     /// The peer's whole life.
@@ -538,7 +563,7 @@ impl Peer {
                     Some(Ok(Message::Close(cf))) => {
                         let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
                         self.on_server_close(s, code);
-                        Box::pin(close_quietly(ws)).await;
+                        Box::pin(transport::ws::answer_close(ws)).await;
                         return End::Server(code);
                     }
                     Some(Ok(Message::Binary(_))) => self.unexpected("binary_frame"),
@@ -612,10 +637,7 @@ impl Peer {
             self.reconnect_since = Some(now);
             self.leave_now(s, now);
             match self.sh.scenario.storms[i].mode {
-                StormMode::Abort => {
-                    // RST instead of FIN: no close handshake, no TIME_WAIT left behind.
-                    let _ = ws.get_ref().set_zero_linger();
-                }
+                StormMode::Abort => transport::ws::abort_on_drop(ws),
                 StormMode::Close => close_quietly(ws).await,
             }
             return Some(End::Storm(i));
@@ -1299,17 +1321,10 @@ fn is_terminal(code: u16) -> bool {
     )
 }
 
-/// Sends close 1000 and waits (bounded) for the server's close and EOF.
+/// Closes like a real client: close 1000, at most 1 s for the server's close, then TCP
+/// goes away (frames still arriving are not ours to count any more).
 async fn close_quietly(ws: &mut Ws) {
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    transport::ws::close(ws, close::NORMAL, |_| {}).await;
 }
 
 /// Finds `"data":{"p":P,"K":S,"t":T` in a frame: (P, K, S, T).

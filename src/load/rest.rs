@@ -397,6 +397,67 @@ impl State {
     }
 }
 
+/// How goose's users reach the REST control plane: the targets' REST bases
+/// (`https://host:port/v1`), the run's TLS configuration (`--cacert`, `--insecure`,
+/// client certificates, SSLKEYLOGFILE) and each host pinned to the address the peers
+/// dial (`--connect-to`, resolved once).
+#[derive(Clone)]
+struct RestClient {
+    urls: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    pins: Vec<(String, std::net::SocketAddr)>,
+    timeout: Duration,
+}
+
+impl RestClient {
+    fn new(sh: &Shared, timeout: Duration) -> Result<RestClient, String> {
+        let mut urls = Vec::new();
+        let mut pins = Vec::new();
+        for d in &sh.endpoints {
+            let ep = &d.endpoint;
+            let mut url = crate::transport::Endpoint::rest_base(d.url());
+            if d.addr.port() != ep.port {
+                // reqwest dials the URL's port whatever the pinned address says.
+                let default = if ep.secure { 443 } else { 80 };
+                if ep.port != default {
+                    return Err(format!(
+                        "the [[rest]] population cannot follow --connect-to from port {} to {} (its HTTP client always dials the URL's port); use a target URL on port {default} or a rule that keeps the port",
+                        ep.port,
+                        d.addr.port()
+                    ));
+                }
+                url = url.replacen(&format!(":{}/", ep.port), "/", 1);
+            }
+            if ep.host.parse::<std::net::IpAddr>().is_err() {
+                pins.push((ep.host.clone(), d.addr));
+            }
+            urls.push(url);
+        }
+        Ok(RestClient {
+            urls,
+            tls: sh.connector.tls().map(|t| t.config().clone()),
+            pins,
+            timeout,
+        })
+    }
+
+    /// Gives the goose user a client built like the peers' connections.
+    async fn install(&self, user: &mut GooseUser) -> TransactionResult {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("stampede/", env!("CARGO_PKG_VERSION")))
+            .timeout(self.timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            b = b.tls_backend_preconfigured((**tls).clone());
+        }
+        for (host, addr) in &self.pins {
+            b = b.resolve(host, *addr);
+        }
+        user.set_client_builder(b).await?;
+        Ok(())
+    }
+}
+
 /// Marks a claimed request finished on every path out of [`step`].
 struct Finished<'a>(&'a State);
 impl Drop for Finished<'_> {
@@ -585,11 +646,23 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
     let r = s.rest.first()?.clone();
     let (reqs, rooms) = schedule(&s, &r, &sh);
     let planned = reqs.len() as u64;
-    let rest_urls = sh
-        .endpoints
-        .iter()
-        .map(|e| format!("http://{}/v1", e.addr))
-        .collect::<Vec<_>>();
+    let client = match RestClient::new(&sh, r.timeout.0) {
+        Ok(c) => c,
+        Err(why) => {
+            return Some(RestOutcome {
+                logs: Vec::new(),
+                report: RestReport {
+                    population: r.name.clone(),
+                    goose: GooseInfo {
+                        error: Some(why),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            });
+        }
+    };
+    let rest_urls = client.urls.clone();
     // data = {"p":…,"s":…,"t":…,"pad":"…"}: ~45 bytes of fields, the rest padding.
     let pad = "x".repeat((r.size as usize).saturating_sub(60));
     let st = Arc::new(State {
@@ -653,14 +726,23 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
                     cfg.no_transaction_metrics = true;
                     cfg.no_scenario_metrics = true;
                     cfg.quiet = 1;
+                    let on_start = Transaction::new(Arc::new(move |u| {
+                        let c = client.clone();
+                        Box::pin(async move { c.install(u).await })
+                    }))
+                    .set_name("client")
+                    .set_on_start();
                     let st = attack_state.clone();
                     let tx = Transaction::new(Arc::new(move |u| {
                         let st = st.clone();
                         Box::pin(async move { step(st, u).await })
                     }))
                     .set_name("next request");
-                    let attack = GooseAttack::initialize_with_config(cfg)?
-                        .register_scenario(GooseScenario::new("rest").register_transaction(tx));
+                    let attack = GooseAttack::initialize_with_config(cfg)?.register_scenario(
+                        GooseScenario::new("rest")
+                            .register_transaction(on_start)
+                            .register_transaction(tx),
+                    );
                     Ok(attack.execute().await?)
                 })
             })();

@@ -31,8 +31,16 @@ pub enum Metric {
     Fanout,
     /// Publish/send actually sent → its ack.
     Ack,
-    /// TCP connect + WebSocket upgrade + `welcome`.
+    /// The whole connect: TCP + TLS + WebSocket upgrade + `welcome`.
     Connect,
+    /// TCP connect (SYN → established).
+    TcpConnect,
+    /// TLS handshake (`wss://` only).
+    TlsHandshake,
+    /// WebSocket upgrade request → HTTP 101.
+    WsUpgrade,
+    /// HTTP 101 → `welcome`.
+    Welcome,
     /// A join/leave the engine caused → its delta seen by each other member.
     Presence,
     /// `send` intended time → the target's receipt of the `direct`.
@@ -46,10 +54,14 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Fanout,
         Metric::Ack,
         Metric::Connect,
+        Metric::TcpConnect,
+        Metric::TlsHandshake,
+        Metric::WsUpgrade,
+        Metric::Welcome,
         Metric::Presence,
         Metric::Direct,
         Metric::ScheduleLag,
@@ -63,6 +75,10 @@ impl Metric {
             Metric::Fanout => "fanout",
             Metric::Ack => "ack",
             Metric::Connect => "connect",
+            Metric::TcpConnect => "tcp_connect",
+            Metric::TlsHandshake => "tls_handshake",
+            Metric::WsUpgrade => "ws_upgrade",
+            Metric::Welcome => "welcome",
             Metric::Presence => "presence",
             Metric::Direct => "direct",
             Metric::ScheduleLag => "schedule_lag",

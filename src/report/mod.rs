@@ -286,6 +286,52 @@ pub struct RunData {
     /// The `[[rest]]` population's requests (goose metrics), when the scenario has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<crate::load::rest::RestReport>,
+    /// TLS as the peers negotiated it; `None` for `ws://` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStats>,
+}
+
+/// The TLS handshakes of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsStats {
+    /// `--insecure`: server certificates were not verified.
+    pub insecure: bool,
+    /// `--tls-resumption`: `off`, `per-peer` or `shared`.
+    pub resumption: String,
+    /// Successful handshakes by kind.
+    pub full: u64,
+    pub resumed: u64,
+    /// Successful handshakes by protocol version (`TLSv1.3`), cipher suite
+    /// (`TLS13_AES_128_GCM_SHA256`) and key-exchange group (`X25519MLKEM768`).
+    pub by_version: BTreeMap<String, u64>,
+    pub by_cipher: BTreeMap<String, u64>,
+    pub by_group: BTreeMap<String, u64>,
+}
+
+impl TlsStats {
+    /// Counts one handshake.
+    pub fn record(&mut self, info: &crate::transport::TlsInfo) {
+        if info.resumed {
+            self.resumed += 1;
+        } else {
+            self.full += 1;
+        }
+        *self.by_version.entry(info.version.to_owned()).or_default() += 1;
+        *self.by_cipher.entry(info.cipher.to_owned()).or_default() += 1;
+        *self.by_group.entry(info.group.to_owned()).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, o: &TlsStats) {
+        self.insecure |= o.insecure;
+        if self.resumption.is_empty() {
+            self.resumption = o.resumption.clone();
+        }
+        self.full += o.full;
+        self.resumed += o.resumed;
+        add_map(&mut self.by_version, &o.by_version);
+        add_map(&mut self.by_cipher, &o.by_cipher);
+        add_map(&mut self.by_group, &o.by_group);
+    }
 }
 
 fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
@@ -325,6 +371,11 @@ impl RunData {
         add_map(&mut self.unexpected_frames, &o.unexpected_frames);
         add_map(&mut self.warnings, &o.warnings);
         self.connections.merge(&o.connections);
+        match (&mut self.tls, &o.tls) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.tls = Some(b.clone()),
+            _ => {}
+        }
         self.expectations.merge(&o.expectations);
         self.harness.merge(&o.harness);
         self.peers += o.peers;

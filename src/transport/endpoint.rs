@@ -104,6 +104,31 @@ impl Endpoint {
         }
     }
 
+    /// `ws`, `wss`, `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        match (self.websocket, self.secure) {
+            (true, false) => "ws",
+            (true, true) => "wss",
+            (false, false) => "http",
+            (false, true) => "https",
+        }
+    }
+
+    /// The protocol's endpoint path (CONN-1) when the URL names none: `ws://h:p` and
+    /// `ws://h:p/?q` become `ws://h:p/v1` and `ws://h:p/v1?q`.
+    pub fn or_default_path(mut self, path: &str) -> Endpoint {
+        if self.path_and_query == "/" || self.path_and_query.starts_with("/?") {
+            self.path_and_query = format!("{path}{}", &self.path_and_query[1..]);
+            self.url = format!(
+                "{}://{}{}",
+                self.scheme(),
+                self.authority(),
+                self.path_and_query
+            );
+        }
+        self
+    }
+
     /// This URL with `query` appended (`?` or `&` as needed).
     pub fn with_query(&self, query: &str) -> String {
         if query.is_empty() {
@@ -320,6 +345,12 @@ mod tests {
         assert_eq!(e.with_query("token=x"), "ws://h:1/v1?token=x");
         let e = Endpoint::parse("ws://h:1/v1?a=b").unwrap();
         assert_eq!(e.with_query("token=x"), "ws://h:1/v1?a=b&token=x");
+        let e = Endpoint::parse("wss://h?a=b")
+            .unwrap()
+            .or_default_path("/v1");
+        assert_eq!(e.with_query("token=x"), "wss://h:443/v1?a=b&token=x");
+        let e = Endpoint::parse("ws://h/x").unwrap().or_default_path("/v1");
+        assert_eq!(e.url, "ws://h/x");
     }
 
     #[test]
@@ -351,7 +382,10 @@ mod tests {
         assert_eq!(keep.apply("h", 1), Some(("h".into(), 2)));
         for bad in ["h:1:a", "h:x:a:1", "h:1:a:70000", ""] {
             let e = ConnectTo::parse(bad).unwrap_err();
-            assert!(e.contains("HOST:PORT:ADDR:PORT") || e.contains("port"), "{e}");
+            assert!(
+                e.contains("HOST:PORT:ADDR:PORT") || e.contains("port"),
+                "{e}"
+            );
         }
     }
 

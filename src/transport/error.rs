@@ -149,9 +149,7 @@ impl TlsFailure {
                 | AlertDescription::BadCertificate
                 | AlertDescription::UnknownCA
                 | AlertDescription::CertificateUnknown
-                | AlertDescription::AccessDenied => {
-                    TlsFailure::ClientCertificate(alert_name(*a))
-                }
+                | AlertDescription::AccessDenied => TlsFailure::ClientCertificate(alert_name(*a)),
                 AlertDescription::ProtocolVersion => TlsFailure::ProtocolVersion,
                 other => TlsFailure::Alert(alert_name(*other)),
             },

@@ -64,7 +64,9 @@ impl Connector {
         let deadline = tokio::time::Instant::now() + timeout;
         let ep = Endpoint::parse(url)?;
         if ep.websocket {
-            return Err(exchange("an HTTP URL starts with http:// or https://".into()));
+            return Err(exchange(
+                "an HTTP URL starts with http:// or https://".into(),
+            ));
         }
         let fut = async {
             let mut phases = Phases::default();

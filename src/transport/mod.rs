@@ -220,7 +220,11 @@ impl Connector {
     }
 
     /// Opens a WebSocket: resolve, TCP, TLS, upgrade, all within `d.timeout`.
-    pub async fn dial(&self, d: Dial<'_>, config: WebSocketConfig) -> Result<Connected, ConnectError> {
+    pub async fn dial(
+        &self,
+        d: Dial<'_>,
+        config: WebSocketConfig,
+    ) -> Result<Connected, ConnectError> {
         let deadline = tokio::time::Instant::now() + d.timeout;
         let ep = Endpoint::parse(d.url)?;
         if !ep.websocket {
@@ -229,13 +233,10 @@ impl Connector {
                 why: "a WebSocket URL starts with ws:// or wss://".into(),
             });
         }
-        let mut request = d
-            .url
-            .into_client_request()
-            .map_err(|e| ConnectError::Url {
-                url: d.url.to_owned(),
-                why: e.to_string(),
-            })?;
+        let mut request = d.url.into_client_request().map_err(|e| ConnectError::Url {
+            url: d.url.to_owned(),
+            why: e.to_string(),
+        })?;
         if let Some(origin) = d.origin {
             let value = origin.parse().map_err(|_| ConnectError::Url {
                 url: d.url.to_owned(),
@@ -272,7 +273,10 @@ mod tests {
         let url = format!("ws://{addr}/v1");
         let c = Connector::default();
         let e = c
-            .dial(Dial::new(&url, Duration::from_secs(2)), ws::peer_config(0, 1 << 20))
+            .dial(
+                Dial::new(&url, Duration::from_secs(2)),
+                ws::peer_config(0, 1 << 20),
+            )
             .await
             .unwrap_err();
         assert_eq!(e.kind(), "tcp_refused");
@@ -291,7 +295,10 @@ mod tests {
         });
         let url = format!("wss://{addr}/v1");
         let e = Connector::with_roots(None)
-            .dial(Dial::new(&url, Duration::from_secs(2)), ws::peer_config(0, 1 << 20))
+            .dial(
+                Dial::new(&url, Duration::from_secs(2)),
+                ws::peer_config(0, 1 << 20),
+            )
             .await
             .unwrap_err();
         assert!(e.tls().is_some(), "{e}");
@@ -309,6 +316,9 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(matches!(e, ConnectError::Tcp { .. } | ConnectError::Url { .. }), "{e}");
+        assert!(
+            matches!(e, ConnectError::Tcp { .. } | ConnectError::Url { .. }),
+            "{e}"
+        );
     }
 }

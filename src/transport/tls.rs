@@ -216,9 +216,8 @@ impl TlsClient {
             .tls_server_name
             .as_ref()
             .map(|n| {
-                ServerName::try_from(n.clone()).map_err(|_| TlsConfigError::ServerName {
-                    name: n.clone(),
-                })
+                ServerName::try_from(n.clone())
+                    .map_err(|_| TlsConfigError::ServerName { name: n.clone() })
             })
             .transpose()?;
         Ok(TlsClient {
@@ -248,6 +247,15 @@ impl TlsClient {
 
     pub fn resumption(&self) -> ResumptionMode {
         self.mode
+    }
+
+    /// `off`, `per-peer` or `shared`, as the flag spells it.
+    pub fn resumption_name(&self) -> &'static str {
+        match self.mode {
+            ResumptionMode::Off => "off",
+            ResumptionMode::PerPeer => "per-peer",
+            ResumptionMode::Shared => "shared",
+        }
     }
 
     /// The name to present for `host`: `--tls-server-name`, else the host itself.
