@@ -56,6 +56,18 @@ impl fmt::Debug for Tls {
 }
 
 impl Tls {
+    /// A self-signed certificate for 127.0.0.1, localhost and ::1, made once so that
+    /// several servers can share it (clients then trust all of them).
+    pub fn self_signed() -> anyhow::Result<Tls> {
+        let g = tls::self_signed(&tls::LOOPBACK_NAMES, tls::Validity::days(30))?;
+        Ok(Tls::Pem {
+            trust_pem: Some(g.cert_pem.clone()),
+            cert_pem: g.cert_pem,
+            key_pem: g.key_pem,
+            client_ca_pem: None,
+        })
+    }
+
     /// The server's TLS configuration and the PEM clients must trust.
     fn resolve(self) -> Result<(TlsConfig, Option<String>), tls::TlsError> {
         Ok(match self {
@@ -147,7 +159,7 @@ impl EmbeddedServer {
         let addr = running.local_addr;
         let ws_url = format!("{scheme}://{addr}/v1");
         let target = Target {
-            rest_url: Target::rest_from_ws(&ws_url),
+            rest_url: crate::transport::Endpoint::rest_base(&ws_url),
             ws_url,
             key_id: first_key.as_ref().map(|k| k.0.clone()),
             secret: first_key.map(|k| k.1),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use stampede::conformance::case::{self, Level};
 use stampede::conformance::verdict::Verdict;
 use stampede::conformance::{ConformArgs, coverage, env_for, report, run_suite};
-use stampede::embedded::{EmbeddedServer, Options};
+use stampede::embedded::{EmbeddedServer, Options, Tls};
 use stampede::shutdown::Stop;
 
 fn default_args() -> ConformArgs {
@@ -22,6 +22,17 @@ fn default_args() -> ConformArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_suite_passes_against_the_reference_server() {
+    full_suite_passes(None).await;
+}
+
+/// The same gate over `wss://` and `https://`: every case, REST included, goes through
+/// TLS (the private servers some cases start share the certificate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_suite_passes_over_tls() {
+    full_suite_passes(Some(Tls::self_signed().expect("certificate"))).await;
+}
+
+async fn full_suite_passes(tls: Option<Tls>) {
     let known = coverage::rule_ids().expect("rule table");
     let files = case::load(None, Some(&known)).expect("built-in cases load");
     let cases: Vec<Arc<case::Case>> = files
@@ -31,11 +42,19 @@ async fn builtin_suite_passes_against_the_reference_server() {
         .collect();
     assert!(cases.len() >= 150, "only {} cases", cases.len());
 
-    let server = EmbeddedServer::start(Options::default())
-        .await
-        .expect("server starts");
+    let server = EmbeddedServer::start(Options {
+        tls: tls.clone(),
+        ..Options::default()
+    })
+    .await
+    .expect("server starts");
+    let secure = tls.is_some();
+    assert_eq!(server.target().ws_url.starts_with("wss://"), secure);
+    assert_eq!(server.target().rest_url.starts_with("https://"), secure);
     let args = default_args();
-    let env = env_for(server.target().clone(), &args, Vec::new(), true);
+    let env = env_for(server.target().clone(), &args, Vec::new(), true, tls)
+        .await
+        .expect("environment");
     let (_tx, stop) = Stop::never();
     let started = Instant::now();
     let run = run_suite(cases, env, 16, stop, false).await;

@@ -1,31 +1,28 @@
-//! The suite's raw peers: a WebSocket connection that can send anything (typed, raw,
-//! binary, invalid UTF-8, padded, fragmented) and records everything that arrives with
-//! its arrival time, plus a one-shot HTTP client for the REST control plane.
+//! The suite's raw peers: a WebSocket connection (through [`crate::transport`]) that can
+//! send anything (typed, raw, binary, invalid UTF-8, padded, fragmented) and records
+//! everything that arrives with its arrival time.
 //!
 //! Connections can be bound to a chosen loopback source address (with
 //! `IP_BIND_ADDRESS_NO_PORT`, LIMITS.md §A1b) so that the per-IP connect limit (RATE-5)
 //! never bites cases that do not test it; against remote targets a [`Pacer`] keeps
-//! connects within a budget instead. Every operation has a timeout.
+//! connects within a budget instead. Every operation has a timeout, every queue a bound.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use futures_util::stream::{SplitSink, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use tokio::net::{TcpSocket, TcpStream};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::transport::{Connector, Dial, Ws, ws};
 
 /// Something that happened on a connection, stamped on arrival.
 #[derive(Debug, Clone)]
@@ -105,39 +102,28 @@ impl Event {
     }
 }
 
-/// Shortens text for messages, on a character boundary.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        text.to_owned()
-    } else {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}… ({} bytes)", &text[..end], text.len())
-    }
-}
+pub use crate::transport::ws::clip;
+pub use crate::transport::{ConnectError, socket::SourceIps};
 
-/// Why a connection could not be opened.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    /// The server answered the upgrade with an HTTP status instead of 101.
-    #[error("upgrade refused with HTTP {status}")]
-    Http { status: u16, body: String },
-    #[error("cannot connect to {addr}: {why}")]
-    Tcp { addr: String, why: String },
-    #[error("no answer to the upgrade within {0} ms")]
-    Timeout(u64),
-    #[error("{0}")]
-    Other(String),
-}
+/// Events a connection buffers for the runner. When the runner does not read them the
+/// reader stops reading the socket, and TCP flow control holds the server back: a
+/// flooding server cannot grow the harness's memory.
+const EVENT_QUEUE: usize = 1024;
 
-type Ws = WebSocketStream<TcpStream>;
+/// How long a send may take before the server counts as not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One open WebSocket connection.
+type Sink = Arc<tokio::sync::Mutex<Option<SplitSink<Ws, Message>>>>;
+
+/// One open WebSocket connection: a reader task stamps everything that arrives, the
+/// runner writes through the shared sink. The connection ends like a real client's:
+/// after the server's close frame (answered) or our own close (at most 1 s for the
+/// server's), TCP goes away.
 pub struct WsConn {
-    sink: SplitSink<Ws, Message>,
-    rx: mpsc::UnboundedReceiver<Event>,
+    /// The writing half; `None` once the connection is over. The reader takes it to
+    /// end the connection when the server closes.
+    sink: Sink,
+    rx: mpsc::Receiver<Event>,
     reader: JoinHandle<()>,
     /// Events taken from the reader but not yet consumed by a step.
     pending: VecDeque<Event>,
@@ -158,62 +144,6 @@ fn client_config() -> WebSocketConfig {
         .max_frame_size(Some(2 * 1024 * 1024))
 }
 
-/// Where `url` points: host (for resolution) and port.
-fn host_port(uri: &hyper::Uri) -> Result<(String, u16), ConnectError> {
-    let host = uri
-        .host()
-        .ok_or_else(|| ConnectError::Other(format!("no host in {uri}")))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("wss" | "https") => 443,
-        _ => 80,
-    });
-    Ok((host, port))
-}
-
-/// Opens a TCP connection, from `source` when given (port chosen at connect time).
-async fn tcp_connect(
-    host: &str,
-    port: u16,
-    source: Option<Ipv4Addr>,
-    deadline: Instant,
-) -> Result<TcpStream, ConnectError> {
-    let label = format!("{host}:{port}");
-    let tcp_err = |why: String| ConnectError::Tcp {
-        addr: label.clone(),
-        why,
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(left, tokio::net::lookup_host((host, port)))
-        .await
-        .map_err(|_| tcp_err("name resolution timed out".into()))?
-        .map_err(|e| tcp_err(e.to_string()))?
-        .collect();
-    let addr = addrs
-        .iter()
-        .find(|a| source.is_none() || a.is_ipv4())
-        .copied()
-        .ok_or_else(|| tcp_err("no usable address".into()))?;
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|e| tcp_err(e.to_string()))?;
-    if let Some(ip) = source {
-        crate::net::bind_source(&socket, ip).map_err(|e| tcp_err(format!("bind {ip}: {e}")))?;
-    }
-    let left = deadline.saturating_duration_since(Instant::now());
-    let stream = tokio::time::timeout(left, socket.connect(addr))
-        .await
-        .map_err(|_| tcp_err("connect timed out".into()))?
-        .map_err(|e| tcp_err(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
 /// Options of one connect.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -222,103 +152,27 @@ pub struct ConnectOptions {
     pub timeout_ms: u64,
 }
 
+type SinkOp<'s> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), tungstenite::Error>> + Send + 's>,
+>;
+
 impl WsConn {
     /// Opens `url` (which carries the credential in its query).
-    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<WsConn, ConnectError> {
-        let deadline = Instant::now() + Duration::from_millis(opts.timeout_ms);
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| ConnectError::Other(format!("bad URL {url}: {e}")))?;
-        if let Some(origin) = &opts.origin {
-            let value = origin
-                .parse()
-                .map_err(|_| ConnectError::Other(format!("bad Origin header {origin:?}")))?;
-            request.headers_mut().insert("Origin", value);
-        }
-        let (host, port) = host_port(request.uri())?;
-        if request.uri().scheme_str() == Some("wss") {
-            return Err(ConnectError::Other(
-                "wss:// is not supported by this build (no TLS); use ws://".into(),
-            ));
-        }
-        let stream = tcp_connect(&host, port, opts.source, deadline).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let handshake =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(client_config()));
-        let (ws, _response) = match tokio::time::timeout(left, handshake).await {
-            Err(_) => return Err(ConnectError::Timeout(opts.timeout_ms)),
-            Ok(Err(tungstenite::Error::Http(resp))) => {
-                let body = resp
-                    .body()
-                    .as_deref()
-                    .map(|b| clip(&String::from_utf8_lossy(b), 200))
-                    .unwrap_or_default();
-                return Err(ConnectError::Http {
-                    status: resp.status().as_u16(),
-                    body,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ConnectError::Other(format!(
-                    "WebSocket handshake failed: {e}"
-                )));
-            }
-            Ok(Ok(pair)) => pair,
+    pub async fn connect(
+        connector: &Connector,
+        url: &str,
+        opts: &ConnectOptions,
+    ) -> Result<WsConn, ConnectError> {
+        let dial = Dial {
+            source: opts.source,
+            origin: opts.origin.as_deref(),
+            ..Dial::new(url, Duration::from_millis(opts.timeout_ms))
         };
-        let (sink, mut stream) = ws.split();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let mut closed = false;
-            while let Some(item) = stream.next().await {
-                let at = Instant::now();
-                let event = match item {
-                    Ok(Message::Text(t)) => Event::Text {
-                        text: t.as_str().to_owned(),
-                        at,
-                    },
-                    Ok(Message::Binary(b)) => Event::Binary { len: b.len(), at },
-                    Ok(Message::Ping(_)) => Event::Ping { at },
-                    Ok(Message::Pong(p)) => Event::Pong {
-                        payload: p.to_vec(),
-                        at,
-                    },
-                    Ok(Message::Close(frame)) => {
-                        closed = true;
-                        let (code, reason) = match frame {
-                            Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
-                            None => (None, String::new()),
-                        };
-                        // Keep polling so tungstenite flushes its close reply; the
-                        // server ends TCP right after (bounded by the connection's life).
-                        let _ = tx.send(Event::Closed { code, reason, at });
-                        continue;
-                    }
-                    Ok(Message::Frame(_)) => continue,
-                    Err(e) => {
-                        if !closed {
-                            let _ = tx.send(Event::Dropped {
-                                why: describe_ws_error(&e),
-                                at,
-                            });
-                            closed = true;
-                        }
-                        break;
-                    }
-                };
-                if closed {
-                    continue;
-                }
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-            if !closed {
-                let _ = tx.send(Event::Dropped {
-                    why: "connection ended without a close frame (1006)".into(),
-                    at: Instant::now(),
-                });
-            }
-        });
+        let connected = connector.dial(dial, client_config()).await?;
+        let (sink, stream) = connected.ws.split();
+        let sink: Sink = Arc::new(tokio::sync::Mutex::new(Some(sink)));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let reader = tokio::spawn(read(stream, sink.clone(), tx));
         Ok(WsConn {
             sink,
             rx,
@@ -329,17 +183,32 @@ impl WsConn {
         })
     }
 
-    async fn write(&mut self, message: Message) -> Result<(), String> {
-        let result = tokio::time::timeout(Duration::from_secs(5), self.sink.send(message)).await;
-        let outcome = match result {
-            Err(_) => Err("send timed out after 5 s (the server is not reading)".to_owned()),
-            Ok(Err(e)) => Err(format!("send failed: {}", describe_ws_error(&e))),
-            Ok(Ok(())) => Ok(()),
+    /// Runs one sink operation under the send timeout; a failure is kept as a note.
+    async fn on_sink<F>(&mut self, what: &str, op: F) -> Result<(), String>
+    where
+        F: for<'s> FnOnce(&'s mut SplitSink<Ws, Message>) -> SinkOp<'s>,
+    {
+        let mut guard = self.sink.lock().await;
+        let outcome = match guard.as_mut() {
+            None => Err(format!("{what} failed: the connection is closed")),
+            Some(s) => match tokio::time::timeout(SEND_TIMEOUT, op(s)).await {
+                Err(_) => Err(format!(
+                    "{what} timed out after {} s (the server is not reading)",
+                    SEND_TIMEOUT.as_secs()
+                )),
+                Ok(Err(e)) => Err(format!("{what} failed: {}", ws::describe(&e))),
+                Ok(Ok(())) => Ok(()),
+            },
         };
+        drop(guard);
         if let Err(e) = &outcome {
             self.send_error = Some(e.clone());
         }
         outcome
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), String> {
+        self.on_sink("send", |s| Box::pin(s.send(message))).await
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<(), String> {
@@ -387,41 +256,53 @@ impl WsConn {
 
     /// Queues without flushing (for bursts); `flush` sends.
     pub async fn feed(&mut self, message: Message) -> Result<(), String> {
-        let result = tokio::time::timeout(Duration::from_secs(5), self.sink.feed(message)).await;
-        match result {
-            Err(_) => Err("send timed out after 5 s".to_owned()),
-            Ok(Err(e)) => Err(format!("send failed: {}", describe_ws_error(&e))),
-            Ok(Ok(())) => Ok(()),
-        }
-        .inspect_err(|e| self.send_error = Some(e.clone()))
+        self.on_sink("send", |s| Box::pin(s.feed(message))).await
     }
 
     pub async fn flush(&mut self) -> Result<(), String> {
-        let result = tokio::time::timeout(Duration::from_secs(5), self.sink.flush()).await;
-        match result {
-            Err(_) => Err("flush timed out after 5 s".to_owned()),
-            Ok(Err(e)) => Err(format!("send failed: {}", describe_ws_error(&e))),
-            Ok(Ok(())) => Ok(()),
-        }
-        .inspect_err(|e| self.send_error = Some(e.clone()))
+        self.on_sink("flush", |s| Box::pin(s.flush())).await
     }
 
     pub async fn send_ping(&mut self, payload: Vec<u8>) -> Result<(), String> {
         self.write(Message::Ping(payload.into())).await
     }
 
-    /// Starts a client close handshake.
+    /// Closes like a real client: our close frame, at most 1 s for the server's (kept
+    /// as an event, with whatever arrives meanwhile), then TCP goes away.
     pub async fn close(&mut self, code: u16) -> Result<(), String> {
-        self.write(Message::Close(Some(CloseFrame {
-            code: code.into(),
-            reason: "".into(),
-        })))
-        .await
+        let sent = self
+            .write(Message::Close(Some(CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            })))
+            .await;
+        let deadline = tokio::time::Instant::now() + ws::CLOSE_WAIT;
+        while !self.reader.is_finished() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                e = self.rx.recv() => match e {
+                    Some(e) => self.pending.push_back(e),
+                    None => break,
+                },
+            }
+        }
+        if !self.reader.is_finished() {
+            // No close from the server in time: drop TCP ourselves.
+            self.reader.abort();
+            self.sink.lock().await.take();
+        }
+        while let Ok(e) = self.rx.try_recv() {
+            self.pending.push_back(e);
+        }
+        sent
     }
 
     /// The next event, waiting at most until `deadline`; `None` on timeout.
     pub async fn next_event(&mut self, deadline: Instant) -> Option<Event> {
         if let Some(e) = self.pending.pop_front() {
+            if e.is_end() {
+                self.ended = true;
+            }
             return Some(e);
         }
         if self.ended {
@@ -454,10 +335,10 @@ impl WsConn {
     pub fn drain_now(&mut self) -> Vec<Event> {
         let mut out: Vec<Event> = self.pending.drain(..).collect();
         while let Ok(e) = self.rx.try_recv() {
-            if e.is_end() {
-                self.ended = true;
-            }
             out.push(e);
+        }
+        if out.iter().any(Event::is_end) {
+            self.ended = true;
         }
         out
     }
@@ -470,53 +351,57 @@ impl WsConn {
 
 impl Drop for WsConn {
     fn drop(&mut self) {
-        // Dropping both halves closes the socket; the reader holds one of them.
+        // The reader holds the other half; with both gone the socket closes (FIN).
         self.reader.abort();
     }
 }
 
-fn describe_ws_error(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Io(io) => match io.kind() {
-            std::io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
-            std::io::ErrorKind::BrokenPipe => "broken pipe (the server closed the socket)".into(),
-            _ => format!("I/O error: {io}"),
-        },
-        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
-            "connection already closed".into()
+/// The reader task: stamps every arrival; on the server's close frame it answers and
+/// ends TCP, on an error or EOF it drops the connection.
+async fn read(mut stream: SplitStream<Ws>, sink: Sink, tx: mpsc::Sender<Event>) {
+    loop {
+        let item = stream.next().await;
+        let at = Instant::now();
+        let event = match item {
+            Some(Ok(Message::Text(t))) => Event::Text {
+                text: t.as_str().to_owned(),
+                at,
+            },
+            Some(Ok(Message::Binary(b))) => Event::Binary { len: b.len(), at },
+            Some(Ok(Message::Ping(_))) => Event::Ping { at },
+            Some(Ok(Message::Pong(p))) => Event::Pong {
+                payload: p.to_vec(),
+                at,
+            },
+            Some(Ok(Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = match frame {
+                    Some(f) => (Some(u16::from(f.code)), f.reason.as_str().to_owned()),
+                    None => (None, String::new()),
+                };
+                // Answer first: the server sees the client leave whatever the runner
+                // is doing (the event keeps its arrival time).
+                let half = sink.lock().await.take();
+                if let Some(Ok(mut ws)) = half.map(|h| stream.reunite(h)) {
+                    ws::answer_close(&mut ws).await;
+                }
+                let _ = tx.send(Event::Closed { code, reason, at }).await;
+                return;
+            }
+            Some(Err(e)) => Event::Dropped {
+                why: ws::describe(&e),
+                at,
+            },
+            None => Event::Dropped {
+                why: "connection ended without a close frame (1006)".into(),
+                at,
+            },
+        };
+        let end = event.is_end();
+        if tx.send(event).await.is_err() || end {
+            sink.lock().await.take();
+            return;
         }
-        tungstenite::Error::Protocol(p) => format!("protocol error: {p}"),
-        tungstenite::Error::Utf8(u) => {
-            format!("the server sent a text frame that is not UTF-8: {u}")
-        }
-        tungstenite::Error::Capacity(c) => format!("frame too large for the client: {c}"),
-        other => other.to_string(),
-    }
-}
-
-/// Hands out loopback source addresses 127.a.b.c, a different one per call, starting at
-/// a per-process random offset so consecutive runs do not reuse each other's addresses.
-#[derive(Debug)]
-pub struct SourceIps {
-    next: AtomicU32,
-}
-
-impl Default for SourceIps {
-    fn default() -> Self {
-        SourceIps {
-            next: AtomicU32::new(rand::random::<u32>() % (200 * 65_536)),
-        }
-    }
-}
-
-impl SourceIps {
-    pub fn next(&self) -> Ipv4Addr {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // 254 × 256 × 254 addresses; 127.0.0.0/24 is left alone.
-        let c = (n % 254) as u8 + 1;
-        let b = ((n / 254) % 256) as u8;
-        let a = ((n / (254 * 256)) % 254) as u8 + 1;
-        Ipv4Addr::new(127, a, b, c)
     }
 }
 
@@ -595,94 +480,9 @@ impl Pacer {
     }
 }
 
-/// An HTTP response, body collected.
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-/// One HTTP/1.1 request on a fresh connection, bounded by `timeout`.
-pub async fn http_request(
-    url: &str,
-    method: &str,
-    headers: &[(String, String)],
-    body: Option<Vec<u8>>,
-    timeout: Duration,
-) -> Result<HttpResponse, String> {
-    let fut = async {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        if uri.scheme_str() == Some("https") {
-            return Err("https:// is not supported by this build (no TLS)".to_owned());
-        }
-        let (host, port) = host_port(&uri).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + timeout;
-        let stream = tcp_connect(&host, port, None, deadline)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake with {host}:{port} failed: {e}"))?;
-        let conn_task = tokio::spawn(conn);
-        let path = uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, format!("{host}:{port}"));
-        let has_body = body.is_some();
-        for (k, v) in headers {
-            builder = builder.header(k.as_str(), v.as_str());
-        }
-        if has_body
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("cannot build the request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{method} {url} failed: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the body of {method} {url} failed: {e}"))?
-            .to_bytes()
-            .to_vec();
-        conn_task.abort();
-        Ok(HttpResponse { status, body })
-    };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| {
-        format!(
-            "{method} {url}: no response within {} ms",
-            timeout.as_millis()
-        )
-    })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn source_ips_are_loopback_and_distinct() {
-        let ips = SourceIps::default();
-        let a = ips.next();
-        let b = ips.next();
-        assert!(a.is_loopback() && b.is_loopback());
-        assert_ne!(a, b);
-        assert_ne!(a.octets()[3], 0);
-    }
 
     #[tokio::test]
     async fn pacer_admits_the_budget_at_once() {
@@ -701,7 +501,7 @@ mod tests {
             timeout_ms: 2000,
             ..Default::default()
         };
-        let e = WsConn::connect("ws://127.0.0.1:9/v1", &opts)
+        let e = WsConn::connect(&Connector::default(), "ws://127.0.0.1:9/v1", &opts)
             .await
             .err()
             .unwrap();

@@ -30,21 +30,28 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use self::case::Case;
-use self::client::{ConnectError, ConnectOptions, Event, Pacer, SourceIps, WsConn};
+use self::client::{ConnectOptions, Event, Pacer, SourceIps, WsConn};
 use self::runner::Env;
 use self::verdict::{CaseResult, RunOutcome};
-use crate::embedded::{EmbeddedServer, Options};
+use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 use crate::target::Target;
+use crate::transport::{ConnectError, Connector, Endpoint, TlsArgs};
 
 /// Flags of `stampede conform`.
 #[derive(Debug, Clone, Args)]
 pub struct ConformArgs {
-    /// WebSocket endpoint of the server under test, e.g. ws://127.0.0.1:8080/v1.
+    /// WebSocket endpoint of the server under test, e.g. wss://staging.example.com/v1.
     /// Without it the reference server is started in-process on an ephemeral port.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
-    /// REST base of the target; default derived from --target (ws://h:p/v1 → http://h:p/v1).
+    /// Without --target: serve the in-process reference server over TLS (a fresh
+    /// self-signed certificate), so the suite runs over wss:// and https://.
+    #[arg(long = "tls", conflicts_with = "target")]
+    pub embedded_tls: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// REST base of the target; default derived from --target (wss://h/v1 → https://h/v1).
     #[arg(long, value_name = "URL", requires = "target")]
     pub rest_url: Option<String>,
     /// Secret key id used to sign tokens and call REST (default sk_id_dev, the
@@ -224,19 +231,11 @@ fn write_output(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// The target described by flags (remote).
 fn remote_target(args: &ConformArgs, url: &str) -> anyhow::Result<Target> {
-    if url.starts_with("wss://") {
-        bail!("--target {url}: wss:// needs TLS, which this build does not include; use ws://");
+    let ep = Endpoint::parse(url).map_err(|e| anyhow::anyhow!("--target {e}"))?;
+    if !ep.websocket {
+        bail!("--target {url}: expected a ws:// or wss:// URL, e.g. wss://staging.example.com/v1");
     }
-    if !url.starts_with("ws://") {
-        bail!("--target {url}: expected a ws:// URL, e.g. ws://127.0.0.1:8080/v1");
-    }
-    let parsed: hyper::Uri = url
-        .parse()
-        .with_context(|| format!("--target {url} is not a valid URL"))?;
-    if parsed.host().is_none() {
-        bail!("--target {url}: no host");
-    }
-    if parsed.query().is_some() {
+    if ep.path_and_query.contains('?') {
         bail!(
             "--target {url}: leave the query out; credentials come from --key-id/--secret or --publishable-key"
         );
@@ -244,10 +243,13 @@ fn remote_target(args: &ConformArgs, url: &str) -> anyhow::Result<Target> {
     let rest_url = args
         .rest_url
         .clone()
-        .unwrap_or_else(|| Target::rest_from_ws(url));
-    if !(rest_url.starts_with("http://") || rest_url.starts_with("https://")) {
-        bail!("--rest-url {rest_url}: expected an http:// URL, e.g. http://127.0.0.1:8080/v1");
+        .unwrap_or_else(|| Endpoint::rest_base(url));
+    if Endpoint::parse(&rest_url).is_ok_and(|e| e.websocket) || !rest_url.contains("://") {
+        bail!(
+            "--rest-url {rest_url}: expected an http:// or https:// URL, e.g. https://staging.example.com/v1"
+        );
     }
+    Endpoint::parse(&rest_url).map_err(|e| anyhow::anyhow!("--rest-url {e}"))?;
     Ok(Target {
         ws_url: url.trim_end_matches('/').to_owned(),
         rest_url: rest_url.trim_end_matches('/').to_owned(),
@@ -265,25 +267,22 @@ fn remote_target(args: &ConformArgs, url: &str) -> anyhow::Result<Target> {
     })
 }
 
-/// Whether a ws:// URL names a loopback host, so cases can use their own 127.x.y.z
-/// source addresses instead of pacing.
-fn loopback_host(url: &str) -> bool {
-    let Ok(uri) = url.parse::<hyper::Uri>() else {
+/// Whether the target is dialled on this machine's loopback (after `--connect-to`), so
+/// cases can use their own 127.x.y.z source addresses instead of pacing.
+async fn dialled_on_loopback(connector: &Connector, url: &str) -> bool {
+    let Ok(ep) = Endpoint::parse(url) else {
         return false;
     };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(h) => h
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+    connector
+        .resolve(&ep, true, Duration::from_secs(5))
+        .await
+        .is_ok_and(|a| a.is_ipv4() && a.ip().is_loopback())
 }
 
 /// Checks the target answers like a protocol server before running anything: a
 /// dead or wrong endpoint is "could not run" (exit 2), not 150 failed cases.
-async fn probe(target: &Target) -> anyhow::Result<()> {
-    const PROBE: Duration = Duration::from_secs(3);
+async fn probe(target: &Target, connector: &Connector) -> anyhow::Result<()> {
+    const PROBE: Duration = Duration::from_secs(5);
     let (kid, secret) = (
         target.key_id.clone().unwrap_or_default(),
         target.secret.clone().unwrap_or_default(),
@@ -300,10 +299,10 @@ async fn probe(target: &Target) -> anyhow::Result<()> {
         source: None,
         timeout_ms: PROBE.as_millis() as u64,
     };
-    let mut conn = match WsConn::connect(&url, &opts).await {
+    let mut conn = match WsConn::connect(connector, &url, &opts).await {
         Ok(c) => c,
-        Err(ConnectError::Tcp { addr, why }) => {
-            bail!("cannot reach the target {} ({addr}): {why}", target.ws_url)
+        Err(e @ ConnectError::Tcp { .. }) => {
+            bail!("cannot reach the target {}: {e}", target.ws_url)
         }
         Err(ConnectError::Http { status: 429, .. }) => bail!(
             "the target {} refuses connects from this address (HTTP 429, its per-IP limit RATE-5); wait a minute and retry",
@@ -313,23 +312,32 @@ async fn probe(target: &Target) -> anyhow::Result<()> {
             "the target {} answered the WebSocket upgrade with HTTP {status} {body}; is this the protocol's /v1 endpoint?",
             target.ws_url
         ),
-        Err(e) => bail!("cannot open a WebSocket to {}: {e}", target.ws_url),
+        Err(e) => {
+            let advice = e.advice().map(|a| format!("\n  {a}")).unwrap_or_default();
+            bail!("cannot open a WebSocket to {}: {e}{advice}", target.ws_url)
+        }
     };
-    match conn.next_event(Instant::now() + PROBE).await {
+    let verdict = match conn.next_event(Instant::now() + PROBE).await {
         Some(Event::Text { text, .. }) if text.contains("\"welcome\"") => Ok(()),
         Some(Event::Closed {
             code: Some(4001), ..
-        }) => bail!(
+        }) => Err(anyhow::anyhow!(
             "the target {} refused a token signed with key {kid} (close 4001): pass its --key-id and --secret",
             target.ws_url
-        ),
-        Some(e) => bail!(
+        )),
+        Some(e) => Err(anyhow::anyhow!(
             "the target {} did not send `welcome` first: {}",
             target.ws_url,
             e.describe()
-        ),
-        None => bail!("the target {} sent no `welcome` within 3 s", target.ws_url),
-    }
+        )),
+        None => Err(anyhow::anyhow!(
+            "the target {} sent no `welcome` within {} s",
+            target.ws_url,
+            PROBE.as_secs()
+        )),
+    };
+    let _ = conn.close(1000).await;
+    verdict
 }
 
 /// A target describing the embedded server without starting it (for --dry-run).
@@ -347,10 +355,20 @@ fn embedded_capabilities() -> Target {
     }
 }
 
-/// An environment for running cases against `target`.
-pub fn env_for(target: Target, args: &ConformArgs, faults: Vec<String>, reference: bool) -> Env {
-    let spread = !args.single_source && (target.embedded || loopback_host(&target.ws_url));
-    Env {
+/// An environment for running cases against `target`. `embedded_tls` is the TLS of the
+/// embedded servers the suite starts itself (the target's, when it is embedded).
+pub async fn env_for(
+    target: Target,
+    args: &ConformArgs,
+    faults: Vec<String>,
+    reference: bool,
+    embedded_tls: Option<Tls>,
+) -> anyhow::Result<Env> {
+    let secure = target.ws_url.starts_with("wss://") || target.rest_url.starts_with("https://");
+    let connector = Connector::new(&args.tls, secure, target.ca_pem.as_deref())?;
+    let spread = !args.single_source
+        && (target.embedded || dialled_on_loopback(&connector, &target.ws_url).await);
+    Ok(Env {
         pacer: (!spread && args.connect_budget > 0)
             .then(|| Arc::new(Pacer::new(args.connect_budget))),
         target,
@@ -362,7 +380,9 @@ pub fn env_for(target: Target, args: &ConformArgs, faults: Vec<String>, referenc
         faults,
         run_id: run_id(),
         reference,
-    }
+        connector,
+        embedded_tls,
+    })
 }
 
 /// Runs `cases` against `env`, with a progress bar on a terminal.
@@ -463,12 +483,18 @@ pub async fn main(args: ConformArgs, stop: Stop) -> anyhow::Result<i32> {
     }
 
     let mut server = None;
+    let embedded_tls = if args.embedded_tls && !args.dry_run {
+        Some(Tls::self_signed()?)
+    } else {
+        None
+    };
     let target = match &args.target {
         Some(url) => remote_target(&args, url)?,
         None if args.dry_run => embedded_capabilities(),
         None => {
             let s = EmbeddedServer::start(Options {
                 faults: args.fault.clone(),
+                tls: embedded_tls.clone(),
                 ..Default::default()
             })
             .await
@@ -479,7 +505,12 @@ pub async fn main(args: ConformArgs, stop: Stop) -> anyhow::Result<i32> {
         }
     };
     let reference = target.embedded || target.admin_token.is_some();
-    let env = env_for(target, &args, args.fault.clone(), reference);
+    let env = env_for(target, &args, args.fault.clone(), reference, embedded_tls).await?;
+    if env.connector.insecure() {
+        eprintln!(
+            "warning: --insecure: server certificates are NOT verified; the verdicts say nothing about the target's certificate"
+        );
+    }
 
     if args.dry_run {
         let mut runs = 0;
@@ -504,7 +535,7 @@ pub async fn main(args: ConformArgs, stop: Stop) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if server.is_none() {
-        probe(&env.target).await?;
+        probe(&env.target, &env.connector).await?;
         if let Some(p) = &env.pacer {
             eprintln!(
                 "note: pacing connects to {} per 60 s for {} (its per-IP limit, RATE-5); this run may take minutes",
@@ -555,12 +586,20 @@ mod tests {
         assert!(parse_budget("fast").is_err());
     }
 
-    #[test]
-    fn loopback_detection() {
-        assert!(loopback_host("ws://127.0.0.1:8080/v1"));
-        assert!(loopback_host("ws://127.3.4.5:8080/v1"));
-        assert!(loopback_host("ws://localhost:8080/v1"));
-        assert!(!loopback_host("ws://10.0.0.1:8080/v1"));
+    #[tokio::test]
+    async fn loopback_detection() {
+        let c = Connector::default();
+        assert!(dialled_on_loopback(&c, "ws://127.0.0.1:8080/v1").await);
+        assert!(dialled_on_loopback(&c, "ws://127.3.4.5:8080/v1").await);
+        assert!(!dialled_on_loopback(&c, "ws://10.0.0.1:8080/v1").await);
+        let args = TlsArgs {
+            connect_to: vec![
+                crate::transport::ConnectTo::parse("staging.invalid:443:127.0.0.1:8443").unwrap(),
+            ],
+            ..Default::default()
+        };
+        let c = Connector::new(&args, false, None).unwrap();
+        assert!(dialled_on_loopback(&c, "wss://staging.invalid/v1").await);
     }
 
     #[test]

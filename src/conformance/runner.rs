@@ -25,9 +25,10 @@ use super::client::{ConnectError, ConnectOptions, Event, Pacer, SourceIps, WsCon
 use super::invariants::{ConnState, check_text};
 use super::matcher::{Outcome, Vars, match_value};
 use super::verdict::{CaseResult, Failure, Transcript, Verdict, grade};
-use crate::embedded::{EmbeddedServer, Options};
+use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 use crate::target::Target;
+use crate::transport::Connector;
 
 /// Everything cases share during one run.
 pub struct Env {
@@ -47,6 +48,11 @@ pub struct Env {
     pub run_id: String,
     /// The target is the reference server (its exact `[choice]` boundaries apply).
     pub reference: bool,
+    /// How every connection and REST call of the suite is made (TLS, `--connect-to`).
+    pub connector: Connector,
+    /// TLS of the embedded servers the suite starts itself (the same certificate as
+    /// the target's, so the connector trusts them too).
+    pub embedded_tls: Option<Tls>,
 }
 
 impl Env {
@@ -398,6 +404,7 @@ impl<'a> Ctx<'a> {
         if self.case.requires.contains(&Requirement::DedicatedServer) {
             let opts = Options {
                 faults: self.env.faults.clone(),
+                tls: self.env.embedded_tls.clone(),
                 ..Default::default()
             };
             let server = EmbeddedServer::start(opts).await.map_err(|e| {
@@ -983,11 +990,11 @@ impl<'a> Ctx<'a> {
     /// waited out and retried rather than failing the case.
     async fn open(&self, url: &str, opts: &ConnectOptions) -> Result<WsConn, ConnectError> {
         let Some(pacer) = &self.env.pacer else {
-            return WsConn::connect(url, opts).await;
+            return WsConn::connect(&self.env.connector, url, opts).await;
         };
         let give_up = Instant::now() + Duration::from_secs(180);
         loop {
-            match WsConn::connect(url, opts).await {
+            match WsConn::connect(&self.env.connector, url, opts).await {
                 Err(ConnectError::Http { status: 429, .. }) if Instant::now() < give_up => {
                     // The server's window is fuller than ours (other clients, or a
                     // stricter limit): back off and try again.
@@ -1431,15 +1438,18 @@ impl<'a> Ctx<'a> {
         };
         let what = format!("{} {path}", r.method);
         let timeout = Duration::from_millis(self.env.timeout_ms.max(1000));
-        let response = super::client::http_request(
-            &url,
-            &r.method,
-            &headers,
-            body.map(String::into_bytes),
-            timeout,
-        )
-        .await
-        .map_err(|e| StepFail::new(format!("HTTP {} from {what}", r.status), e))?;
+        let response = self
+            .env
+            .connector
+            .http(
+                &url,
+                &r.method,
+                &headers,
+                body.map(String::into_bytes),
+                timeout,
+            )
+            .await
+            .map_err(|e| StepFail::new(format!("HTTP {} from {what}", r.status), e.to_string()))?;
         let text = String::from_utf8_lossy(&response.body).into_owned();
         self.rest_log.push(format!(
             "  {what} → HTTP {} {}",
@@ -1489,15 +1499,20 @@ impl<'a> Ctx<'a> {
         let url = format!("{}{path}", self.root_url());
         let headers = vec![("Authorization".to_owned(), format!("Bearer {token}"))];
         let timeout = Duration::from_millis(self.env.timeout_ms.max(2000));
-        let response = super::client::http_request(
-            &url,
-            method,
-            &headers,
-            body.map(|b| b.to_string().into_bytes()),
-            timeout,
-        )
-        .await
-        .map_err(|e| StepFail::new(format!("admin {method} {path} to succeed"), e))?;
+        let response = self
+            .env
+            .connector
+            .http(
+                &url,
+                method,
+                &headers,
+                body.map(|b| b.to_string().into_bytes()),
+                timeout,
+            )
+            .await
+            .map_err(|e| {
+                StepFail::new(format!("admin {method} {path} to succeed"), e.to_string())
+            })?;
         let text = String::from_utf8_lossy(&response.body).into_owned();
         if !(200..300).contains(&response.status) {
             return Err(StepFail::new(
@@ -1538,7 +1553,7 @@ impl<'a> Ctx<'a> {
         let max = f.limit + f.slack;
         let mut open = Vec::new();
         for n in 1..=max {
-            match WsConn::connect(&url, &opts).await {
+            match WsConn::connect(&self.env.connector, &url, &opts).await {
                 Ok(conn) => open.push(conn),
                 Err(ConnectError::Http { status: 429, .. }) => {
                     drop(open);

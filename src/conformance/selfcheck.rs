@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::case::{Case, Level};
 use super::verdict::Verdict;
 use super::{ConformArgs, env_for, report, run_suite};
-use crate::embedded::{EmbeddedServer, Options};
+use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 
 pub use crate::embedded::fault_names;
@@ -30,13 +30,15 @@ async fn run_against(
     jobs: usize,
     stop: Stop,
 ) -> anyhow::Result<(Vec<String>, super::verdict::RunOutcome)> {
+    let tls = args.embedded_tls.then(Tls::self_signed).transpose()?;
     let server = EmbeddedServer::start(Options {
         faults: faults.clone(),
+        tls: tls.clone(),
         ..Default::default()
     })
     .await
     .with_context(|| format!("cannot start the embedded server with faults {faults:?}"))?;
-    let env = env_for(server.target().clone(), args, faults, true);
+    let env = env_for(server.target().clone(), args, faults, true, tls).await?;
     let outcome = run_suite(cases, env, jobs, stop, false).await;
     server.shutdown().await;
     let failed = outcome
