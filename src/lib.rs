@@ -6,6 +6,8 @@
 //! - [`server`]: the reference server (`stampede serve`). Imports only `proto` and `shutdown`.
 //! - [`conformance`]: the conformance suite (`stampede conform`).
 //! - [`load`], [`metrics`], [`report`]: the load engine (`stampede run`) and its output.
+//! - [`transport`]: the one network client (URLs, DNS, TCP, TLS, WebSocket upgrade and
+//!   close, HTTP) every connection of the harness goes through.
 //! - [`target`]: how the harness names a server under test; [`embedded`] starts the
 //!   reference server in-process and describes it as a `Target`.
 //!
@@ -20,7 +22,6 @@ pub mod embedded;
 pub mod load;
 pub mod metrics;
 pub mod mint;
-pub mod net;
 pub mod proto;
 pub mod report;
 pub mod server;

@@ -12,10 +12,10 @@ use serde_json::json;
 use stampede::embedded::{EmbeddedServer, Options};
 use stampede::proto::auth;
 use stampede::server::Config;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use stampede::transport::{ConnectError, Connector};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -145,16 +145,12 @@ async fn origin_is_checked_only_when_present() {
     )
     .await;
     let url = format!("{}?key={pk}", srv.target().ws_url);
-    let with_origin = |origin: &str| {
-        let mut req = url.as_str().into_client_request().unwrap();
-        req.headers_mut().insert("origin", origin.parse().unwrap());
-        req
-    };
-    let mut ok = Client::open_request(with_origin("https://ok.example"))
+    let c = Connector::default();
+    let mut ok = Client::open_with(&c, &url, Some("https://ok.example"))
         .await
         .unwrap();
     assert_eq!(ok.recv().await["type"], "welcome");
-    let mut bad = Client::open_request(with_origin("https://evil.example"))
+    let mut bad = Client::open_with(&c, &url, Some("https://evil.example"))
         .await
         .unwrap();
     bad.expect_close(4001).await;
@@ -324,7 +320,7 @@ async fn http_level_refusals() {
     }
     // The fourth attempt within the window: HTTP 429, no upgrade (RATE-5).
     match Client::try_open(&url).await {
-        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 429),
+        Err(ConnectError::Http { status, .. }) => assert_eq!(status, 429),
         Err(e) => panic!("expected HTTP 429, got {e}"),
         Ok(_) => panic!("expected HTTP 429, got an upgrade"),
     }

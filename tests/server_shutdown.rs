@@ -56,21 +56,20 @@ async fn during_the_drain_new_work_gets_503() {
     let probe = async {
         tokio::time::sleep(Duration::from_millis(150)).await;
         // Same port, fresh connections: REST and upgrades are refused with 503 (SHUT-4).
-        let tcp = tokio::net::TcpStream::connect(target_addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::builder()
-            .uri("/v1/usage")
-            .header("host", target_addr.to_string())
-            .header("authorization", format!("Bearer {auth}"))
-            .body(http_body_util::Full::new(hyper::body::Bytes::new()))
-            .unwrap();
-        let status = sender.send_request(req).await.unwrap().status().as_u16();
+        let headers = [("authorization".to_owned(), format!("Bearer {auth}"))];
+        let status = stampede::transport::Connector::default()
+            .http(
+                &format!("http://{target_addr}/v1/usage"),
+                "GET",
+                &headers,
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+            .status;
         let ws = match Client::try_open(&url).await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(stampede::transport::ConnectError::Http { status, .. }) => status,
             other => panic!("expected 503, got {:?}", other.map(|_| "an upgrade")),
         };
         (status, ws)

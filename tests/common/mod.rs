@@ -1,22 +1,19 @@
 //! Shared helpers for the server integration tests: an embedded server on port 0, a raw
-//! WebSocket test client whose every receive times out (2 s), token minting and a tiny
-//! REST client. Nothing here can hang a test.
+//! WebSocket test client whose every receive times out (2 s), token minting and REST
+//! calls, all through the harness's one transport (so `wss://` works the same). Nothing
+//! here can hang a test.
 #![allow(dead_code)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde_json::{Value, json};
 use stampede::embedded::{EmbeddedServer, Options};
 use stampede::proto::auth;
-use tokio::net::TcpStream;
+use stampede::transport::{ConnectError, Connector, Dial, Ws, ws};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes as WsBytes, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long any single receive may take.
 pub const RECV: Duration = Duration::from_secs(2);
@@ -61,9 +58,17 @@ pub fn token_url(srv: &EmbeddedServer, claims: Value) -> String {
     format!("{}?token={}", srv.target().ws_url, token(srv, claims))
 }
 
+/// The client side of `srv`: trusts its certificate when it serves TLS.
+pub fn connector(srv: &EmbeddedServer) -> Connector {
+    match &srv.target().ca_pem {
+        Some(pem) => Connector::with_roots(Some(pem)),
+        None => Connector::default(),
+    }
+}
+
 /// A raw WebSocket client.
 pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: Ws,
 }
 
 /// What a close looked like from the client side.
@@ -75,28 +80,35 @@ pub enum Closed {
 }
 
 impl Client {
-    /// Opens a WebSocket (panics if the upgrade fails).
+    /// Opens a plain `ws://` WebSocket (panics if the upgrade fails).
     pub async fn open(url: &str) -> Client {
         Self::try_open(url).await.expect("WebSocket upgrade")
     }
 
-    pub async fn try_open(url: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let req = url.into_client_request()?;
-        Self::open_request(req).await
+    pub async fn try_open(url: &str) -> Result<Client, ConnectError> {
+        Self::open_with(&Connector::default(), url, None).await
     }
 
-    pub async fn open_request(
-        req: tokio_tungstenite::tungstenite::handshake::client::Request,
-    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        let (ws, _) = timeout(RECV, tokio_tungstenite::connect_async(req))
-            .await
-            .expect("connect timed out")?;
-        Ok(Client { ws })
+    /// Opens through `connector` (TLS), with an `Origin` header when given.
+    pub async fn open_with(
+        connector: &Connector,
+        url: &str,
+        origin: Option<&str>,
+    ) -> Result<Client, ConnectError> {
+        let dial = Dial {
+            origin,
+            ..Dial::new(url, RECV)
+        };
+        // tungstenite's defaults: tests send frames far over any limit on purpose.
+        let c = connector.dial(dial, WebSocketConfig::default()).await?;
+        Ok(Client { ws: c.ws })
     }
 
     /// Opens with a token for `claims` and returns the client and its welcome.
     pub async fn connect(srv: &EmbeddedServer, claims: Value) -> (Client, Value) {
-        let mut c = Client::open(&token_url(srv, claims)).await;
+        let mut c = Client::open_with(&connector(srv), &token_url(srv, claims), None)
+            .await
+            .expect("WebSocket upgrade");
         let welcome = c.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         (c, welcome)
@@ -229,12 +241,9 @@ impl Client {
         assert_eq!(e["requestId"], rid, "{e}");
     }
 
+    /// Closes like a real client (close 1000, at most 1 s for the answer, TCP gone).
     pub async fn close(mut self) {
-        let _ = timeout(RECV, self.ws.close(None)).await;
-        let _ = timeout(RECV, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+        ws::close(&mut self.ws, 1000, |_| {}).await;
     }
 }
 
@@ -260,7 +269,8 @@ pub fn dev_auth(srv: &EmbeddedServer) -> String {
     )
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns status and body text.
+/// One HTTP/1.1 request on a fresh connection to `srv` (`http://` or `https://`);
+/// returns status and body text.
 pub async fn http(
     srv: &EmbeddedServer,
     method: &str,
@@ -268,33 +278,26 @@ pub async fn http(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    timeout(Duration::from_secs(5), async {
-        let tcp = TcpStream::connect(srv.addr()).await.expect("connect");
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .expect("handshake");
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", srv.addr().to_string());
-        if let Some(b) = bearer {
-            req = req.header("authorization", format!("Bearer {b}"));
-        }
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
-            .unwrap();
-        let resp = sender.send_request(req).await.expect("request");
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
-    })
-    .await
-    .expect("HTTP request timed out")
+    let scheme = if srv.target().rest_url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}{path}", srv.addr());
+    let headers: Vec<(String, String)> = bearer
+        .map(|b| vec![("authorization".to_owned(), format!("Bearer {b}"))])
+        .unwrap_or_default();
+    let r = connector(srv)
+        .http(
+            &url,
+            method,
+            &headers,
+            body.map(|b| b.as_bytes().to_vec()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    (r.status, r.text())
 }
 
 /// An admin-hook request.
