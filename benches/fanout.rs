@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use stampede::transport::{Connector, Dial};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -87,9 +88,12 @@ fn main() {
         let cfg = WebSocketConfig::default().read_buffer_size(16 * 1024);
         let mut readers = Vec::with_capacity(subs);
         for i in 0..subs {
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url(&format!("s{i}")), Some(cfg), true)
+            let u = url(&format!("s{i}"));
+            let mut ws = Connector::default()
+                .dial(Dial::new(&u, Duration::from_secs(20)), cfg)
                 .await
-                .expect("connect");
+                .expect("connect")
+                .ws;
             ws.next().await.expect("welcome").expect("welcome");
             ws.send(Message::text(r#"{"type":"subscribe","channel":"fan","requestId":"s"}"#)).await.unwrap();
             readers.push(ws);
@@ -113,7 +117,12 @@ fn main() {
                 })
             })
             .collect();
-        let (mut tx, _) = tokio_tungstenite::connect_async(url("publisher")).await.expect("connect");
+        let u = url("publisher");
+        let mut tx = Connector::default()
+            .dial(Dial::new(&u, Duration::from_secs(20)), WebSocketConfig::default())
+            .await
+            .expect("connect")
+            .ws;
         tx.next().await.expect("welcome").expect("welcome");
         let started = Instant::now();
         for seq in 0..msgs {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use stampede::transport::{Connector, Dial};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -96,13 +97,11 @@ fn main() {
             let url = format!("{ws_url}?token={token}");
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire().await.unwrap();
-                let (mut ws, _) = tokio::time::timeout(
-                    Duration::from_secs(20),
-                    tokio_tungstenite::connect_async_with_config(url, Some(cfg), true),
-                )
-                .await
-                .expect("connect timed out")
-                .expect("connect");
+                let mut ws = Connector::default()
+                    .dial(Dial::new(&url, Duration::from_secs(20)), cfg)
+                    .await
+                    .expect("connect")
+                    .ws;
                 let welcome = tokio::time::timeout(Duration::from_secs(20), ws.next()).await;
                 assert!(
                     matches!(welcome, Ok(Some(Ok(Message::Text(_))))),
