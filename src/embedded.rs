@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::server::tls::{self, TlsConfig};
-use crate::server::{self, Config, FaultSet, Running, config};
+use crate::server::{self, VariantSet, Config, FaultSet, Running, config};
 use crate::target::Target;
 
 pub use crate::server::{Inject, InjectedCounts};
@@ -15,6 +15,8 @@ pub use crate::server::{Inject, InjectedCounts};
 pub struct Options {
     /// Fault switch names (`stampede serve --list-faults`).
     pub faults: Vec<String>,
+    /// Legal variant names (`stampede serve --list-variants`).
+    pub variants: Vec<String>,
     /// RATE-5 attempts per 60 s; `None` = default 60; `Some(0)` = off.
     pub ip_connect_limit: Option<u32>,
     /// Per-connection bucket (refill/s, burst); `None` = 100/200; `Some((0, 0))` = off.
@@ -104,6 +106,7 @@ impl EmbeddedServer {
     pub async fn start(opts: Options) -> anyhow::Result<EmbeddedServer> {
         let mut cfg = Config::dev();
         cfg.faults = FaultSet::parse(&opts.faults)?;
+        cfg.variants = VariantSet::parse(&opts.variants)?;
         if let Some(n) = opts.ip_connect_limit {
             cfg.limits.ip_connect_limit = n;
         }
@@ -226,5 +229,14 @@ pub fn fault_names() -> Vec<String> {
     server::Fault::ALL
         .iter()
         .map(|f| f.name().to_owned())
+        .collect()
+}
+
+/// Names of the reference server's legal variants (`stampede serve --list-variants`),
+/// for the conformance self-check.
+pub fn variant_names() -> Vec<String> {
+    server::Variant::ALL
+        .iter()
+        .map(|v| v.name().to_owned())
         .collect()
 }

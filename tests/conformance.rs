@@ -22,17 +22,25 @@ fn default_args() -> ConformArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_suite_passes_against_the_reference_server() {
-    full_suite_passes(None).await;
+    full_suite_passes(None, &[]).await;
+}
+
+/// A correct server that ends a connection, and announces the leave, only when the
+/// client's TCP connection closes (servers on Node's `ws` do): the suite's client must
+/// close like a real one, or presence and send cases fail against a correct server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_suite_passes_against_a_server_that_leaves_on_tcp_close() {
+    full_suite_passes(None, &["leave-on-tcp-close"]).await;
 }
 
 /// The same gate over `wss://` and `https://`: every case, REST included, goes through
 /// TLS (the private servers some cases start share the certificate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_suite_passes_over_tls() {
-    full_suite_passes(Some(Tls::self_signed().expect("certificate"))).await;
+    full_suite_passes(Some(Tls::self_signed().expect("certificate")), &[]).await;
 }
 
-async fn full_suite_passes(tls: Option<Tls>) {
+async fn full_suite_passes(tls: Option<Tls>, variants: &[&str]) {
     let known = coverage::rule_ids().expect("rule table");
     let files = case::load(None, Some(&known)).expect("built-in cases load");
     let cases: Vec<Arc<case::Case>> = files
@@ -44,6 +52,7 @@ async fn full_suite_passes(tls: Option<Tls>) {
 
     let server = EmbeddedServer::start(Options {
         tls: tls.clone(),
+        variants: variants.iter().map(|v| v.to_string()).collect(),
         ..Options::default()
     })
     .await

@@ -13,6 +13,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::faults::FaultSet;
+use super::variants::VariantSet;
 use super::inject::Inject;
 use super::outbox::QueueLimits;
 use super::tls::{Pem, TlsConfig};
@@ -203,6 +204,8 @@ pub struct Config {
     pub turn_ice_servers: Option<Value>,
     pub apps: Vec<AppConfig>,
     pub faults: FaultSet,
+    /// Legal variants (`--variant`): a correct server built differently.
+    pub variants: VariantSet,
     pub inject: Inject,
     /// True for the built-in development configuration (the banner prints its secrets).
     pub dev: bool,
@@ -262,6 +265,7 @@ impl Config {
             turn_ice_servers: None,
             apps: vec![dev, other],
             faults: FaultSet::NONE,
+            variants: VariantSet::NONE,
             inject: Inject::default(),
             dev: true,
             tls: None,

@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod rest;
 pub mod session;
 pub mod state;
+pub mod variants;
 pub mod tls;
 
 use std::io::Write;
@@ -44,6 +45,7 @@ use tokio::time::Instant;
 
 pub use config::Config;
 pub use faults::{Fault, FaultSet};
+pub use variants::{Variant, VariantSet};
 pub use inject::{Inject, InjectedCounts};
 
 use crate::proto::{auth, close};
@@ -107,6 +109,12 @@ pub struct ServeArgs {
     /// Prints the fault switches and exits.
     #[arg(long)]
     pub list_faults: bool,
+    /// Behaves like a correct server built differently (repeatable; see --list-variants).
+    #[arg(long = "variant", value_name = "NAME")]
+    pub variants: Vec<String>,
+    /// Prints the legal variants and exits.
+    #[arg(long)]
+    pub list_variants: bool,
     /// Test only: delay every channel message copy by this many ms.
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_delay_ms: u64,
@@ -207,6 +215,7 @@ impl ServeArgs {
             cfg.admin_token = self.admin_token.clone();
         }
         cfg.faults = FaultSet::parse(&self.faults)?;
+        cfg.variants = VariantSet::parse(&self.variants)?;
         cfg.inject = Inject {
             fanout_delay_ms: self.inject_delay_ms,
             drop_rate: self.inject_drop,
@@ -330,6 +339,10 @@ impl Drop for Running {
 pub async fn main(args: ServeArgs, mut stop: Stop) -> anyhow::Result<i32> {
     if args.list_faults {
         print!("{}", faults::listing());
+        return Ok(0);
+    }
+    if args.list_variants {
+        print!("{}", variants::listing());
         return Ok(0);
     }
     let cfg = args.to_config()?;

@@ -18,7 +18,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::server::TlsStream;
@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use super::config::RateLimit;
 use super::faults::Fault;
+use super::variants::Variant;
 use super::hub::{Conn, Leave, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Matcher, Scope, Shared};
@@ -453,11 +454,28 @@ async fn live<S: Transport>(
     guard: LiveGuard,
 ) {
     let end = s.run_loop(&mut ws, expiry).await;
+    if end == End::PeerClosed && s.sh.variants.has(Variant::LeaveOnTcpClose) {
+        Box::pin(linger_until_tcp_closes(&mut ws)).await;
+    }
     // Presence leaves go out as soon as the close is decided (CLOSE-18).
     s.leave();
     // Boxed: the closing path runs once, so it need not widen every connection's future.
     Box::pin(finish(&s.sh, &mut ws, &s.conn, end)).await;
     drop(guard);
+}
+
+/// The `leave-on-tcp-close` variant, as servers on Node's `ws` behave: answer the
+/// client's close, end our side, and consider the connection (and the peer's presence)
+/// over only when the client's TCP connection closes, or after 30 s (`ws`'s
+/// closeTimeout).
+async fn linger_until_tcp_closes<S: Transport>(ws: &mut WebSocketStream<S>) {
+    let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
+    let _ = timeout(Duration::from_millis(250), ws.get_mut().shutdown()).await;
+    let _ = timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 256];
+        while matches!(ws.get_mut().read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Completes the close the main loop decided on.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::config::{AppConfig, Compat, Config, Limits, Plan, RateLimit};
 use super::delay::DelayTimer;
 use super::faults::FaultSet;
+use super::variants::VariantSet;
 use super::hub::Hub;
 use super::inject::Injector;
 use crate::proto::{Actions, Pattern};
@@ -320,6 +321,7 @@ pub struct Stats {
 pub struct Shared {
     pub limits: Limits,
     pub faults: FaultSet,
+    pub variants: VariantSet,
     pub injector: Option<Injector>,
     /// Precise wake-ups for injected fan-out delays (only when a delay is injected).
     pub delay_timer: Option<Arc<DelayTimer>>,
@@ -354,6 +356,7 @@ impl Shared {
         let shared = Shared {
             limits: cfg.limits.clone(),
             faults: cfg.faults,
+            variants: cfg.variants,
             delay_timer: (cfg.inject.fanout_delay_ms > 0).then(DelayTimer::start),
             injector,
             clock: Clock::default(),
