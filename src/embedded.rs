@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::server::tls::{self, TlsConfig};
-use crate::server::{self, VariantSet, Config, FaultSet, Running, config};
+use crate::server::{self, Config, FaultSet, Running, VariantSet, config};
 use crate::target::Target;
 
 pub use crate::server::{Inject, InjectedCounts};

@@ -1,5 +1,5 @@
-//! The suite proves itself: against the clean reference server every must case passes,
-//! and every fault switch is caught by at least one must case.
+//! The suite proves itself: against the clean reference server and every legal variant
+//! every must case passes, and every fault switch is caught by at least one must case.
 
 use std::process::Command;
 
@@ -18,4 +18,5 @@ fn self_check_kills_every_fault() {
     );
     assert!(out.contains("faults killed (100%)"), "{out}");
     assert!(!out.contains("SURVIVED"), "{out}");
+    assert!(out.contains("leave-on-tcp-close                 passed"), "{out}");
 }

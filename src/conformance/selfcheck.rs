@@ -15,7 +15,7 @@ use super::{ConformArgs, env_for, report, run_suite};
 use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 
-pub use crate::embedded::fault_names;
+pub use crate::embedded::{fault_names, variant_names};
 
 /// Fault runs at the same time. Each is a full suite with its own server; a faulted run
 /// is mostly cases waiting out their timeouts, which costs no CPU, so several overlap
@@ -25,6 +25,7 @@ const PARALLEL_FAULTS: usize = 6;
 /// One suite run against an embedded server with `faults`; returns the failed must cases.
 async fn run_against(
     faults: Vec<String>,
+    variants: Vec<String>,
     cases: Vec<Arc<Case>>,
     args: &ConformArgs,
     jobs: usize,
@@ -33,6 +34,7 @@ async fn run_against(
     let tls = args.embedded_tls.then(Tls::self_signed).transpose()?;
     let server = EmbeddedServer::start(Options {
         faults: faults.clone(),
+        variants,
         tls: tls.clone(),
         ..Default::default()
     })
@@ -67,7 +69,15 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
         "self-check: {} must cases against the clean reference server",
         musts.len()
     );
-    let (failed, clean) = run_against(Vec::new(), musts.clone(), &args, jobs, stop.clone()).await?;
+    let (failed, clean) = run_against(
+        Vec::new(),
+        Vec::new(),
+        musts.clone(),
+        &args,
+        jobs,
+        stop.clone(),
+    )
+    .await?;
     let s = clean.summary();
     println!(
         "clean server: {} in {:.1} s",
@@ -85,6 +95,42 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
         return Ok(1);
     }
 
+    // A correct server built differently must pass too: a verdict that fails it is as
+    // wrong as one that passes a broken server.
+    let variants = variant_names();
+    println!("\n{} legal variants (each must pass):", variants.len());
+    let mut over_fired = 0;
+    for variant in &variants {
+        let (failed, outcome) = run_against(
+            Vec::new(),
+            vec![variant.clone()],
+            musts.clone(),
+            &args,
+            jobs,
+            stop.clone(),
+        )
+        .await?;
+        if failed.is_empty() {
+            println!("  {variant:<34} passed");
+        } else {
+            over_fired += 1;
+            println!("  {variant:<34} FAILED by {} case(s):", failed.len());
+            for r in outcome
+                .results
+                .iter()
+                .filter(|r| r.verdict == Verdict::Fail)
+            {
+                println!("    {}", report::text::case_line(r, false));
+            }
+        }
+    }
+    if over_fired > 0 {
+        println!(
+            "self-check FAILED: the suite fails {over_fired} legal variant(s) of a correct server"
+        );
+        return Ok(1);
+    }
+
     let faults = fault_names();
     println!("\n{} faults, {PARALLEL_FAULTS} at a time:", faults.len());
     // Failing cases wait out `--timeout-ms`; more of them at once keeps a run short.
@@ -98,9 +144,16 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
             let Some(fault) = queue.next() else { break };
             let (cases, args, stop) = (musts.clone(), args.clone(), stop.clone());
             set.spawn(async move {
-                let r = run_against(vec![fault.clone()], cases, &args, per_run_jobs, stop)
-                    .await
-                    .map(|(failed, _)| failed);
+                let r = run_against(
+                    vec![fault.clone()],
+                    Vec::new(),
+                    cases,
+                    &args,
+                    per_run_jobs,
+                    stop,
+                )
+                .await
+                .map(|(failed, _)| failed);
                 (fault, r)
             });
         }

@@ -13,10 +13,10 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::faults::FaultSet;
-use super::variants::VariantSet;
 use super::inject::Inject;
 use super::outbox::QueueLimits;
 use super::tls::{Pem, TlsConfig};
+use super::variants::VariantSet;
 use crate::proto::limits::{self, valid_channel};
 use crate::proto::{Action, Actions};
 

@@ -26,8 +26,8 @@ pub mod outbox;
 pub mod rest;
 pub mod session;
 pub mod state;
-pub mod variants;
 pub mod tls;
+pub mod variants;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,8 +45,8 @@ use tokio::time::Instant;
 
 pub use config::Config;
 pub use faults::{Fault, FaultSet};
-pub use variants::{Variant, VariantSet};
 pub use inject::{Inject, InjectedCounts};
+pub use variants::{Variant, VariantSet};
 
 use crate::proto::{auth, close};
 use crate::shutdown::Stop;

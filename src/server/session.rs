@@ -30,10 +30,10 @@ use uuid::Uuid;
 
 use super::config::RateLimit;
 use super::faults::Fault;
-use super::variants::Variant;
 use super::hub::{Conn, Leave, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Matcher, Scope, Shared};
+use super::variants::Variant;
 use crate::proto::auth::{self, EXPIRY_LEAD_MS, TokenError};
 use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
 use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::config::{AppConfig, Compat, Config, Limits, Plan, RateLimit};
 use super::delay::DelayTimer;
 use super::faults::FaultSet;
-use super::variants::VariantSet;
 use super::hub::Hub;
 use super::inject::Injector;
+use super::variants::VariantSet;
 use crate::proto::{Actions, Pattern};
 
 /// Length of a billing period the server starts by itself.

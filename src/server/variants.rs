@@ -72,7 +72,11 @@ impl VariantSet {
 
 /// The text `--list-variants` prints.
 pub fn listing() -> String {
-    let width = Variant::ALL.iter().map(|v| v.name().len()).max().unwrap_or(0);
+    let width = Variant::ALL
+        .iter()
+        .map(|v| v.name().len())
+        .max()
+        .unwrap_or(0);
     Variant::ALL
         .iter()
         .map(|v| format!("{:width$}  {}\n", v.name(), v.description()))
