@@ -18,5 +18,8 @@ fn self_check_kills_every_fault() {
     );
     assert!(out.contains("faults killed (100%)"), "{out}");
     assert!(!out.contains("SURVIVED"), "{out}");
-    assert!(out.contains("leave-on-tcp-close                 passed"), "{out}");
+    assert!(
+        out.contains("leave-on-tcp-close                 passed"),
+        "{out}"
+    );
 }

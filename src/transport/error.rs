@@ -130,10 +130,7 @@ impl TlsFailure {
                     presented,
                 } => TlsFailure::NameMismatch {
                     expected: server_name_text(expected),
-                    presented: presented
-                        .iter()
-                        .map(|p| p.trim_matches('"').to_owned())
-                        .collect(),
+                    presented: presented.iter().map(|p| presented_name(p)).collect(),
                 },
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     TlsFailure::Expired
@@ -142,7 +139,15 @@ impl TlsFailure {
                     TlsFailure::NotYetValid
                 }
                 CertificateError::Revoked => TlsFailure::Revoked,
-                other => TlsFailure::BadCertificate(format!("{other:?}")),
+                // Path building met a certificate with the issuer's name that did not
+                // sign this one (a same-named local certificate, e.g. a snakeoil one):
+                // no trusted issuer vouches for it.
+                CertificateError::BadSignature
+                | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+                | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                    TlsFailure::UnknownIssuer
+                }
+                other => TlsFailure::BadCertificate(other.to_string()),
             },
             E::AlertReceived(a) => match a {
                 AlertDescription::CertificateRequired
@@ -221,6 +226,17 @@ fn alert_name(a: AlertDescription) -> String {
         out.push(c.to_ascii_lowercase());
     }
     out
+}
+
+/// `DnsName("a.example")` → `a.example`, `IpAddress(127.0.0.1)` → `127.0.0.1`: webpki
+/// debug-formats the names a certificate presents.
+fn presented_name(p: &str) -> String {
+    let inner = p
+        .strip_prefix("DnsName(")
+        .or_else(|| p.strip_prefix("IpAddress("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(p);
+    inner.trim_matches('"').to_owned()
 }
 
 fn server_name_text(n: &rustls::pki_types::ServerName<'_>) -> String {
@@ -327,6 +343,8 @@ mod tests {
         };
         assert!(c.to_string().contains("it names localhost"), "{c}");
         assert!(c.advice().unwrap().contains("--tls-server-name"));
+        assert_eq!(presented_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(presented_name("IpAddress(0::1)"), "0::1");
     }
 
     #[test]
