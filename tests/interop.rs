@@ -94,10 +94,14 @@ fn drain<R: Read + Send + 'static>(
     })
 }
 
-/// Extracts `HOST:PORT` from a line containing `listening on ws://HOST:PORT/v1`.
+/// Extracts `HOST:PORT` from a line containing `listening on ws://HOST:PORT/v1` (or
+/// `wss://`).
 fn parse_listen_addr(line: &str) -> Option<String> {
-    let idx = line.find("listening on ws://")?;
-    let rest = &line[idx + "listening on ws://".len()..];
+    let idx = line.find("listening on ")?;
+    let rest = &line[idx + "listening on ".len()..];
+    let rest = rest
+        .strip_prefix("ws://")
+        .or_else(|| rest.strip_prefix("wss://"))?;
     let end = rest.find("/v1")?;
     let hostport = &rest[..end];
     let valid = !hostport.is_empty()
@@ -132,6 +136,24 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
 
 #[test]
 fn js_sdk_interop() {
+    run_interop(false);
+}
+
+/// The same script over `wss://` and `https://`: Node's `ws` and `fetch` trust the
+/// server's generated certificate through NODE_EXTRA_CA_CERTS, as a user's would.
+#[test]
+fn js_sdk_interop_over_wss() {
+    run_interop(true);
+}
+
+/// The path in the server's `clients trust it: --cacert PATH` banner line.
+fn parse_cacert(line: &str) -> Option<String> {
+    let idx = line.find("--cacert ")?;
+    let path = line[idx + "--cacert ".len()..].split_whitespace().next()?;
+    Some(path.to_string())
+}
+
+fn run_interop(tls: bool) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let interop_dir: PathBuf = manifest.join("tests").join("interop");
     let script = interop_dir.join("interop.mjs");
@@ -168,6 +190,7 @@ fn js_sdk_interop() {
             "--rate",
             "0",
         ])
+        .args(if tls { &["--tls-self-signed"][..] } else { &[] })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -182,13 +205,17 @@ fn js_sdk_interop() {
     let _err_thread = drain(server_stderr, server_log.clone(), None);
 
     let deadline = Instant::now() + LISTEN_TIMEOUT;
+    let mut hostport = None;
+    let mut cacert = None;
     let hostport = loop {
+        if let Some(addr) = hostport.as_ref().filter(|_| !tls || cacert.is_some()) {
+            break String::clone(addr);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(addr) = parse_listen_addr(&line) {
-                    break addr;
-                }
+                hostport = hostport.or_else(|| parse_listen_addr(&line));
+                cacert = cacert.or_else(|| parse_cacert(&line));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                 "server printed no `listening on ws://HOST:PORT/v1` line within {LISTEN_TIMEOUT:?}\n--- server output ---\n{}",
@@ -204,7 +231,7 @@ fn js_sdk_interop() {
         }
     };
     drop(rx);
-    let http = format!("http://{hostport}");
+    let http = format!("{}://{hostport}", if tls { "https" } else { "http" });
 
     // ---- run the JS SDK script -------------------------------------------
     let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_string());
@@ -213,6 +240,7 @@ fn js_sdk_interop() {
         .arg(&script)
         .current_dir(&interop_dir)
         .env("STAMPEDE_HTTP", &http)
+        .envs(cacert.iter().map(|c| ("NODE_EXTRA_CA_CERTS", c)))
         .env("STAMPEDE_KEY_ID", KEY_ID)
         .env("STAMPEDE_SECRET", SECRET)
         .stdin(Stdio::null())
@@ -265,5 +293,13 @@ fn parse_listen_addr_examples() {
         Some("127.0.0.1:9".to_string())
     );
     assert_eq!(parse_listen_addr("listening on ws:///v1"), None);
+    assert_eq!(
+        parse_listen_addr("listening on wss://127.0.0.1:9/v1"),
+        Some("127.0.0.1:9".to_string())
+    );
+    assert_eq!(
+        parse_cacert("  clients trust it: --cacert /tmp/x/cert.pem").as_deref(),
+        Some("/tmp/x/cert.pem")
+    );
     assert_eq!(parse_listen_addr("starting up"), None);
 }
