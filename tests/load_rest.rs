@@ -4,7 +4,7 @@
 //! and goose's per-endpoint request metrics land in the summary.
 //! One test function: goose's killswitch is process-wide, so attacks must not overlap.
 
-use stampede::embedded::{EmbeddedServer, Inject, Options};
+use stampede::embedded::{EmbeddedServer, Inject, Options, Tls};
 use stampede::load::scenario::{Scenario, Source, parse};
 use stampede::report::Summary;
 use stampede::shutdown::Stop;
@@ -41,10 +41,15 @@ size = 128
     .expect("scenario parses")
 }
 
-async fn run(inject: Inject, sc: Scenario) -> (Summary, stampede::embedded::InjectedCounts) {
+async fn run(
+    inject: Inject,
+    sc: Scenario,
+    tls: Option<Tls>,
+) -> (Summary, stampede::embedded::InjectedCounts) {
     let server = EmbeddedServer::start(Options {
         ip_connect_limit: Some(0),
         inject,
+        tls,
         ..Default::default()
     })
     .await
@@ -64,6 +69,7 @@ async fn rest_population_publishes_reads_kicks_and_is_accounted_exactly() {
     let (s, _) = run(
         Inject::default(),
         scenario("publish = 10.0\npeers = 2.0\nkick = 0.3"),
+        None,
     )
     .await;
     let rest = s.rest.as_ref().expect("rest section");
@@ -107,6 +113,7 @@ async fn rest_population_publishes_reads_kicks_and_is_accounted_exactly() {
             ..Default::default()
         },
         scenario("publish = 1.0"),
+        None,
     )
     .await;
     let rest = s.rest.as_ref().expect("rest section");
@@ -122,4 +129,24 @@ async fn rest_population_publishes_reads_kicks_and_is_accounted_exactly() {
         rest.delivery.expected,
         rest.delivery.delivered + rest.delivery.lost
     );
+
+    // 3. Over TLS: goose publishes over https:// with the run's TLS configuration while
+    // the listeners receive over wss://; every copy still arrives exactly once.
+    let (s, _) = run(
+        Inject::default(),
+        scenario("publish = 1.0\npeers = 0.2"),
+        Some(Tls::SelfSigned),
+    )
+    .await;
+    let rest = s.rest.as_ref().expect("rest section");
+    assert!(rest.goose.error.is_none(), "{:?}", rest.goose);
+    let publish = &rest.endpoints["publish"];
+    assert!(publish.requests > 80, "{publish:?}");
+    assert_eq!(publish.failures, 0, "{publish:?}");
+    assert_eq!(publish.status_codes.get("200"), Some(&publish.requests));
+    assert_eq!(rest.endpoints["peers"].failures, 0, "{rest:?}");
+    assert!(rest.delivery.expected > 500, "{:?}", rest.delivery);
+    assert_eq!(rest.delivery.lost, 0, "{:?}", rest.delivery);
+    assert_eq!(rest.delivery.duplicated, 0);
+    assert!(s.latency.connect_us.count >= 120);
 }

@@ -117,3 +117,77 @@ fn two_workers_merge_into_one_exact_report() {
     let fanout = s["latency"]["fanout_us"]["count"].as_u64().unwrap();
     assert_eq!(s["throughput"]["deliveries"].as_u64().unwrap(), fanout);
 }
+
+/// The smoke scenario over `wss://` (the in-process server with a generated
+/// certificate): every copy delivered once, every connect a measured TLS handshake.
+#[test]
+fn smoke_scenario_over_wss_delivers_every_copy_once() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let res = stampede()
+        .args(["run", "smoke", "--tls", "--quiet", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let s = summary(&dir);
+    assert!(
+        s["target"].to_string().contains("wss://"),
+        "{}",
+        s["target"]
+    );
+    check_healthy(&s);
+    let connects = s["connections"]["established"].as_u64().unwrap();
+    assert_eq!(connects, 200);
+    for phase in [
+        "tcp_connect_us",
+        "tls_handshake_us",
+        "ws_upgrade_us",
+        "welcome_us",
+    ] {
+        assert_eq!(
+            s["latency"][phase]["count"].as_u64(),
+            Some(connects),
+            "latency.{phase}"
+        );
+    }
+    assert!(dir.join("tls_handshake.hlog").is_file());
+}
+
+/// Two worker processes against the in-process TLS server: the coordinator hands its
+/// certificate to the workers, and the merge stays exact.
+#[test]
+fn two_workers_over_wss_merge_into_one_exact_report() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let res = stampede()
+        .args([
+            "run",
+            "smoke",
+            "--tls",
+            "--workers",
+            "2",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let s = summary(&dir);
+    assert_eq!(s["workers"], 2);
+    assert_eq!(s["connections"]["established"], 200);
+    check_healthy(&s);
+}
