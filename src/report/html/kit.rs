@@ -58,6 +58,10 @@ figure svg { display:block; width:100%; max-width:600px; height:auto; margin:0 a
 figcaption { color:var(--muted); font-size:13px; padding:4px 8px 0; }
 .note { background:#fff; border:1px dashed var(--line); border-radius:8px; padding:10px 14px; color:var(--muted); margin:8px 0; }
 .warn { background:#fff7e6; border:1px solid #f0c36d; border-radius:8px; padding:8px 14px; color:var(--warn); margin:8px 0; }
+.warn.loud { background:#fdecea; border:2px solid var(--bad); color:var(--bad); font-size:16px; padding:10px 16px; }
+.phasebar { display:flex; height:26px; max-width:900px; border:1px solid var(--line); border-radius:6px; overflow:hidden; background:#c9ced6; margin:4px 0 2px; }
+.phasebar span { display:flex; align-items:center; justify-content:center; color:#fff; font-size:12px; font-weight:600; white-space:nowrap; overflow:hidden; }
+i.swatch { display:inline-block; width:14px; height:4px; border-radius:2px; margin-right:8px; vertical-align:middle; }
 pre { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; overflow:auto; font-size:13px; max-height:520px; }
 details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
 code { background:#eef1f5; padding:1px 4px; border-radius:4px; }
@@ -156,7 +160,11 @@ pub fn metric_title(metric: &str) -> String {
     match metric {
         "fanout" => "Fan-out latency (publish → each subscriber)".into(),
         "ack" => "Ack round trip (request → ack)".into(),
-        "connect" => "Connect time (TCP + WebSocket upgrade + welcome)".into(),
+        "connect" => "Connect time (TCP + TLS + WebSocket upgrade + welcome)".into(),
+        "tcp_connect" => "TCP connect (SYN → established)".into(),
+        "tls_handshake" => "TLS handshake".into(),
+        "ws_upgrade" => "WebSocket upgrade (request → 101)".into(),
+        "welcome" => "Welcome (101 → welcome frame)".into(),
         "presence" => "Presence propagation (join/leave → each member)".into(),
         "schedule_lag" => "Schedule lag (intended → actual send)".into(),
         "direct" => "Direct-message latency (intended send → target)".into(),

@@ -11,6 +11,7 @@
 //! `compare` reuses (escaping, number formats, page shell, figures), [`sections`] and
 //! [`timeseries`] render the report's sections.
 
+mod connect;
 mod kit;
 mod load;
 mod sections;
@@ -117,9 +118,12 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
         let _ = writeln!(b, "<div class=\"warn\">warning: {}</div>", esc(w));
     }
     b.push_str(&header_cards(run));
+    b.push_str(&connect::insecure_box(s));
     b.push_str(&warnings_section(s));
     b.push_str(&thresholds_section(s));
     b.push_str(&latency_section(run)?);
+    b.push_str(&connect::connect_phases_section(run)?);
+    b.push_str(&connect::tls_section(s));
     b.push_str(&timeseries_section(run)?);
     b.push_str(&delivery_section(s));
     b.push_str(&crate::report::rest_html::rest_section(s));

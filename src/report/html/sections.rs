@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::ReportError;
+use super::connect::PHASES;
 use super::kit::{
     CORE_METRICS, esc, figure, fmt_ms, fmt_num, fmt_value, lookup, metric_order, metric_title,
     points_from_stats, thresholds, verdict,
@@ -204,7 +205,7 @@ pub(super) fn latency_section(run: &RunDir) -> Result<String, ReportError> {
         }
         b.push_str("</tr>\n");
         for m in metric_order(stats.keys()) {
-            let Some((path, v)) = stats.get(&m) else {
+            let Some((path, v)) = stats.get(&m).filter(|_| !PHASES.contains(&m.as_str())) else {
                 continue;
             };
             let empty = v.get("count").and_then(Value::as_f64) == Some(0.0);
@@ -236,6 +237,9 @@ pub(super) fn latency_section(run: &RunDir) -> Result<String, ReportError> {
     let mut names: Vec<&String> = stats.keys().collect();
     names.extend(run.hlogs.keys());
     for m in metric_order(names) {
+        if PHASES.contains(&m.as_str()) {
+            continue; // charted together under "Connect phases"
+        }
         let title = metric_title(&m);
         let has_samples = run.hlogs.get(&m).is_some_and(|l| !l.total.is_empty())
             || stats
@@ -495,6 +499,7 @@ pub(super) fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> Str
 /// Top-level summary keys the sections above already show.
 const SHOWN_KEYS: &[&str] = &[
     "rest",
+    "tls",
     "schema",
     "scenario",
     "scenario_file",
