@@ -105,14 +105,20 @@ impl Phase<'_> {
 /// their p99 per second when connects spread over more than one second.
 pub(super) fn connect_phases_section(run: &RunDir) -> Result<String, ReportError> {
     let stats = run.latency_stats();
-    let rows: Vec<Phase> = std::iter::once("connect")
+    // Position = colour, in the table and both charts: TLS keeps its colour in a ws:// run's
+    // page (where it has no line), so two reports read side by side match.
+    let all: Vec<Phase> = std::iter::once("connect")
         .chain(PHASES)
         .map(|metric| Phase {
             metric,
             stats: stats.get(metric).map(|(_, v)| *v),
             log: run.hlogs.get(metric),
         })
-        .filter(|p| p.metric == "connect" || p.count() > 0.0)
+        .collect();
+    let rows: Vec<(usize, &Phase)> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.metric == "connect" || p.count() > 0.0)
         .collect();
     if rows.len() < 2 {
         return Ok(String::new());
@@ -126,8 +132,8 @@ pub(super) fn connect_phases_section(run: &RunDir) -> Result<String, ReportError
     b.push_str(
         "<th class=\"n\" title=\"mean of the phase / mean of connect\">% of connect</th></tr>\n",
     );
-    let connect_mean = rows[0].stat("mean").filter(|m| *m > 0.0);
-    for (i, p) in rows.iter().enumerate() {
+    let connect_mean = all[0].stat("mean").filter(|m| *m > 0.0);
+    for &(i, p) in &rows {
         let _ = write!(
             b,
             "<tr><td title=\"{}\"><i class=\"swatch\" style=\"background:{}\"></i>{} <code>latency.{}_us</code></td><td class=\"n\">{}</td>",
@@ -156,34 +162,43 @@ pub(super) fn connect_phases_section(run: &RunDir) -> Result<String, ReportError
     }
     b.push_str("<div class=\"charts\">\n");
 
-    let series: Vec<Series> = rows
+    let series: Vec<Series> = all
         .iter()
         .map(|p| Series {
             name: match (p.stat("p50"), p.stat("p99")) {
                 (Some(p50), Some(p99)) if p.count() > 0.0 => {
                     format!("{}: p50 {} · p99 {} ms", p.metric, fmt_ms(p50), fmt_ms(p99))
                 }
+                _ if p.metric == "tls_handshake" && run.summary.get("tls").is_none() => {
+                    "tls_handshake: none (no TLS)".into()
+                }
                 _ => format!("{}: no samples", p.metric),
             },
             points: p.percentile_points(),
         })
         .collect();
-    let from_logs = rows
+    let logs: Vec<String> = all
         .iter()
-        .all(|p| p.log.is_some_and(|l| !l.total.is_empty()) || p.count() == 0.0);
+        .filter_map(|p| p.log.filter(|l| !l.total.is_empty()))
+        .flat_map(|l| &l.files)
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut caption = if logs.is_empty() {
+        String::new()
+    } else {
+        format!("Every attempt of the run, from {}.", logs.join(", "))
+    };
+    if rows
+        .iter()
+        .any(|(_, p)| p.log.is_none_or(|l| l.total.is_empty()))
+    {
+        caption.push_str(" Lines without an interval log join the few percentiles of summary.json (min, p50, p90, p99, p99.9, max).");
+    }
     let svg = plot::percentile_svg("Connect and its phases", "ms", &series)?;
-    b.push_str(&figure(
-        &svg,
-        &series,
-        if from_logs {
-            "Every attempt of the run, from the phases' interval logs (tcp_connect.hlog, tls_handshake.hlog, ws_upgrade.hlog, welcome.hlog, connect.hlog)."
-        } else {
-            "Lines without an interval log join the few percentiles of summary.json (min, p50, p90, p99, p99.9, max)."
-        },
-    ));
+    b.push_str(&figure(&svg, &series, caption.trim()));
 
     // Per second only says something when connects spread over time (ramp, churn, storms).
-    let per_second: Vec<Series> = rows
+    let per_second: Vec<Series> = all
         .iter()
         .map(|p| Series {
             name: format!("{} p99", p.metric),
@@ -222,12 +237,11 @@ fn percent(share: f64) -> String {
 
 /// The mean connect as one bar cut into its phases, in the table's colours: where the time
 /// goes at a glance. What the phases do not cover (scheduling between them) stays grey.
-fn mean_bar(rows: &[Phase], connect_mean: f64) -> String {
+fn mean_bar(rows: &[(usize, &Phase)], connect_mean: f64) -> String {
     let parts: Vec<(usize, &Phase, f64)> = rows
         .iter()
-        .enumerate()
-        .skip(1)
-        .filter_map(|(i, p)| Some((i, p, p.stat("mean").filter(|m| *m > 0.0)?)))
+        .filter(|(_, p)| p.metric != "connect")
+        .filter_map(|&(i, p)| Some((i, p, p.stat("mean").filter(|m| *m > 0.0)?)))
         .collect();
     let covered: f64 = parts.iter().map(|(_, _, m)| m).sum();
     // Failed attempts add phase samples without a connect: never draw past the whole.
