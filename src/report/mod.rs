@@ -445,9 +445,9 @@ pub struct Latency {
     pub fanout_us: Stats,
     /// Publish/send written → ack received.
     pub ack_us: Stats,
-    /// The whole connect: TCP + TLS (`wss://`) + WebSocket upgrade + welcome. The four
-    /// phases below are its parts, timed on the same attempts (a failed attempt records the
-    /// phases it finished, but no `connect_us`).
+    /// The whole connect: name resolution + TCP + TLS (`wss://`) + WebSocket upgrade +
+    /// welcome. The four phases below are its parts, timed on the same (successful) attempts,
+    /// so their counts match this one.
     pub connect_us: Stats,
     /// TCP connect: SYN → established.
     #[serde(default)]

@@ -124,7 +124,7 @@ pub(super) fn connect_phases_section(run: &RunDir) -> Result<String, ReportError
         return Ok(String::new());
     }
     let mut b = String::from("<h2>Connect phases</h2>\n");
-    b.push_str("<p class=\"sub\">Each connect split into its phases, timed on the same attempts: TCP (SYN → established), the TLS handshake (<code>wss://</code> only), the WebSocket upgrade (request → 101) and the wait for <code>welcome</code>. Means add up to the whole; percentiles do not (the slowest TCP connects and the slowest handshakes are rarely the same attempts). A failed attempt counts in the phases it finished, not in <code>connect</code>.</p>\n");
+    b.push_str("<p class=\"sub\">Each connect split into its phases, timed on the same attempts: TCP (SYN → established), the TLS handshake (<code>wss://</code> only), the WebSocket upgrade (request → 101) and the wait for <code>welcome</code>. Timed on the connects that succeeded. Means add up to the whole but for name resolution and scheduling between the phases; percentiles do not (the slowest TCP connects and the slowest handshakes are rarely the same attempts).</p>\n");
     b.push_str("<table><tr><th>phase</th><th class=\"n\">count</th>");
     for stat in ["min", "p50", "p90", "p99", "p99.9", "max", "mean"] {
         let _ = write!(b, "<th class=\"n\">{stat} (ms)</th>");
@@ -244,7 +244,7 @@ fn mean_bar(rows: &[(usize, &Phase)], connect_mean: f64) -> String {
         .filter_map(|&(i, p)| Some((i, p, p.stat("mean").filter(|m| *m > 0.0)?)))
         .collect();
     let covered: f64 = parts.iter().map(|(_, _, m)| m).sum();
-    // Failed attempts add phase samples without a connect: never draw past the whole.
+    // A summary from elsewhere may not add up: never draw past the whole.
     let whole = connect_mean.max(covered);
     let mut b = String::from("<div class=\"phasebar\">");
     for (i, p, mean) in &parts {
