@@ -124,7 +124,7 @@ pub(super) fn connect_phases_section(run: &RunDir) -> Result<String, ReportError
         return Ok(String::new());
     }
     let mut b = String::from("<h2>Connect phases</h2>\n");
-    b.push_str("<p class=\"sub\">Each connect split into its phases, timed on the same attempts: TCP (SYN → established), the TLS handshake (<code>wss://</code> only), the WebSocket upgrade (request → 101) and the wait for <code>welcome</code>. Timed on the connects that succeeded. Means add up to the whole but for name resolution and scheduling between the phases; percentiles do not (the slowest TCP connects and the slowest handshakes are rarely the same attempts).</p>\n");
+    b.push_str("<p class=\"sub\">Each successful connect split into its phases, timed on the same attempt: TCP (SYN → established), the TLS handshake (<code>wss://</code> only), the WebSocket upgrade (request → 101) and the wait for <code>welcome</code>. Means add up to the whole but for name resolution and scheduling between the phases; percentiles do not (the slowest TCP connects and the slowest handshakes are rarely the same attempts).</p>\n");
     b.push_str("<table><tr><th>phase</th><th class=\"n\">count</th>");
     for stat in ["min", "p50", "p90", "p99", "p99.9", "max", "mean"] {
         let _ = write!(b, "<th class=\"n\">{stat} (ms)</th>");
