@@ -327,9 +327,10 @@ pub fn aliases(metric: &str) -> Vec<String> {
     out
 }
 
-/// Error and close tables only list codes that occurred: a code absent from a run counted 0.
+/// Error and close tables, and the TLS version/cipher/group tables, only list what occurred:
+/// a key absent from a run counted 0.
 fn is_sparse(path: &str) -> bool {
-    path.starts_with("errors.") || path.starts_with("closes.")
+    path.starts_with("errors.") || path.starts_with("closes.") || path.starts_with("tls.by_")
 }
 
 fn is_micros(path: &str) -> bool {
@@ -948,6 +949,30 @@ mod tests {
             evaluate(&r, &t, &t).unwrap().path,
             "throughput.deliveries_per_s"
         );
+    }
+
+    #[test]
+    fn connect_phases_and_tls_resolve() {
+        let base = flat(json!({
+            "latency": {"tcp_connect_us": {"p99": 100}, "tls_handshake_us": {"p99": 2_000}},
+            "tls": {"handshakes": {"resumed": 0}, "by_version": {"TLSv1.3": 200}}
+        }));
+        let new = flat(json!({
+            "latency": {"tcp_connect_us": {"p99": 120}, "tls_handshake_us": {"p99": 2_100}},
+            "tls": {"handshakes": {"resumed": 150}, "by_version": {"TLSv1.3": 150, "TLSv1.2": 50}}
+        }));
+        let out = |r: &str| evaluate(&Rule::parse(r).unwrap(), &base, &new).unwrap();
+        assert_eq!(
+            out("tcp_connect.p99>+10%").path,
+            "latency.tcp_connect_us.p99"
+        );
+        assert!(out("tcp_connect.p99>+10%").triggered); // +20%
+        assert!(!out("tls_handshake.p99>+10%").triggered); // +5%
+        assert!(!out("tls_handshake.p99>+1ms").triggered);
+        assert!(!out("tls.handshakes.resumed<-10%").triggered);
+        // TLS 1.2 appeared: absent from BASE counts 0.
+        assert!(out("tls.by_version.TLSv1.2>0").triggered);
+        assert_eq!(out("tls.by_version.TLSv1.2>+0").base, 0.0);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Threshold rules (`fanout.p99<50ms`, `delivery.lost==0`) and their verdict.
 //!
 //! A rule names a number of `summary.json` by a short path: `<latency>.<stat>` for the
-//! latencies (`fanout`, `ack`, `connect`, `presence`, `direct`, `schedule_lag`,
-//! `reconnect`; stats `count min p50 p90 p99 p999 max mean`), `errors.total`,
+//! latencies (`fanout`, `ack`, `connect` and its phases `tcp_connect`, `tls_handshake`,
+//! `ws_upgrade`, `welcome`, `presence`, `direct`, `schedule_lag`, `reconnect`,
+//! `system_fanout`; stats `count min p50 p90 p99 p999 max mean`), `errors.total`,
 //! `errors.<code>`, `closes.total`, `closes.<code>`, `valid` (1 or 0), or any numeric
 //! field by its JSON path (`delivery.lost`, `throughput.deliveries_per_s`,
-//! `harness.cpu_percent`). Latency limits need a unit (`us`, `ms`, `s`); other limits
-//! may end in `%` (divided by 100).
+//! `harness.cpu_percent`, `tls.handshakes.resumed`, `tls.by_version.TLSv1.2`). Latency
+//! limits need a unit (`us`, `ms`, `s`); other limits may end in `%` (divided by 100).
 
 use serde_json::Value;
 
@@ -74,9 +75,10 @@ pub struct Rule {
 }
 
 const STATS: [&str; 8] = ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"];
-const GROUPS: [&str; 11] = [
+const GROUPS: [&str; 12] = [
     "delivery",
     "rest",
+    "tls",
     "directs",
     "throughput",
     "connections",
@@ -176,10 +178,19 @@ impl Rule {
             }
             return Some(map.get(key).and_then(Value::as_f64).unwrap_or(0.0));
         }
-        let mut v = summary.get(first)?;
-        for p in parts {
-            v = v.get(p)?;
-        }
+        let rest: Vec<&str> = parts.collect();
+        let v = match walk(summary.get(first)?, &rest) {
+            Some(v) => v,
+            // The TLS tables list only what was negotiated: a version never seen counted 0.
+            None if first == "tls"
+                && rest.len() >= 2
+                && matches!(rest[0], "by_version" | "by_cipher" | "by_group") =>
+            {
+                summary.get("tls")?.get(rest[0])?;
+                return Some(0.0);
+            }
+            None => return None,
+        };
         match v {
             Value::Bool(b) => Some(f64::from(u8::from(*b))),
             other => other.as_f64(),
@@ -202,6 +213,17 @@ impl Rule {
             passed: actual.is_some_and(|a| self.op.holds(a, self.limit)),
         }
     }
+}
+
+/// Follows `path` down from `v`. A key may itself hold dots (`TLSv1.3` in `tls.by_version`),
+/// so the longest key that exists wins.
+fn walk<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    (1..=path.len())
+        .rev()
+        .find_map(|n| walk(v.get(path[..n].join("."))?, &path[n..]))
 }
 
 /// Evaluates every rule; unknown metrics fail (with `actual: null`).
@@ -254,6 +276,11 @@ fn check_metric(metric: &str) -> Result<(), String> {
         // Present only in runs with a [[rest]] population.
         schema["rest"] =
             serde_json::to_value(crate::load::rest::RestReport::default()).unwrap_or(Value::Null);
+    }
+    if first == "tls" {
+        // Present only in wss:// runs.
+        schema["tls"] =
+            serde_json::to_value(crate::report::TlsSummary::default()).unwrap_or(Value::Null);
     }
     let mut v = &schema;
     for p in metric.split('.') {
@@ -360,6 +387,50 @@ mod tests {
         assert!(e.contains("`lots`"), "{e}");
         let e = Rule::parse("delivery.lost==0ms").unwrap_err().to_string();
         assert!(e.contains("not a number"), "{e}");
+    }
+
+    #[test]
+    fn connect_phases_and_tls_are_gated_like_the_rest() {
+        let s = json!({
+            "latency": {
+                "tls_handshake_us": {"count": 200, "p99": 2_700},
+                "tcp_connect_us": {"count": 200, "p99": 150},
+                "ws_upgrade_us": {"count": 0, "p99": 0}
+            },
+            "tls": {
+                "insecure": false,
+                "handshakes": {"total": 200, "full": 200, "resumed": 0, "resumed_ratio": 0.0, "failed": 0},
+                "by_version": {"TLSv1.3": 200},
+                "by_group": {"X25519MLKEM768": 200}
+            }
+        });
+        let eval = |r: &str| Rule::parse(r).unwrap().evaluate(&s);
+        assert!(eval("tls_handshake.p99<50ms").passed);
+        assert!(!eval("tls_handshake.p99<1ms").passed);
+        assert_eq!(eval("tls_handshake.p99<1ms").unit, "us");
+        assert!(eval("tcp_connect.p99<=150us").passed);
+        assert!(eval("ws_upgrade.count==0").passed);
+        assert!(eval("tls.handshakes.failed==0").passed);
+        assert!(!eval("tls.handshakes.resumed>0").passed);
+        assert!(eval("tls.handshakes.resumed_ratio<1%").passed);
+        assert!(eval("tls.insecure==0").passed);
+        // Keys with dots, and values never negotiated.
+        assert_eq!(eval("tls.by_version.TLSv1.3==200").actual, Some(200.0));
+        assert_eq!(eval("tls.by_version.TLSv1.2==0").actual, Some(0.0));
+        assert!(eval("tls.by_group.X25519==0").passed);
+        // A ws:// run has no `tls`: a TLS rule has nothing to hold on.
+        let plain = summary();
+        let r = Rule::parse("tls.handshakes.resumed>0")
+            .unwrap()
+            .evaluate(&plain);
+        assert_eq!(r.actual, None);
+        assert!(!r.passed);
+        let e = Rule::parse("tls.handshakes.resumd>0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`resumd`"), "{e}");
+        let e = Rule::parse("tls.handshakes<5").unwrap_err().to_string();
+        assert!(e.contains("names a group"), "{e}");
     }
 
     #[test]

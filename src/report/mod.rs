@@ -445,8 +445,22 @@ pub struct Latency {
     pub fanout_us: Stats,
     /// Publish/send written → ack received.
     pub ack_us: Stats,
-    /// TCP connect + upgrade + welcome.
+    /// The whole connect: name resolution + TCP + TLS (`wss://`) + WebSocket upgrade +
+    /// welcome. The four phases below are its parts, timed on the same (successful) attempts,
+    /// so their counts match this one.
     pub connect_us: Stats,
+    /// TCP connect: SYN → established.
+    #[serde(default)]
+    pub tcp_connect_us: Stats,
+    /// TLS handshake: ClientHello → handshake complete (`wss://` only; empty for `ws://`).
+    #[serde(default)]
+    pub tls_handshake_us: Stats,
+    /// WebSocket upgrade request written → HTTP 101 received.
+    #[serde(default)]
+    pub ws_upgrade_us: Stats,
+    /// HTTP 101 → the server's `welcome` frame.
+    #[serde(default)]
+    pub welcome_us: Stats,
     /// A join or leave the engine caused → each other member's presence delta.
     pub presence_us: Stats,
     /// Intended send time of a direct → the target's receipt.
@@ -574,6 +588,75 @@ pub struct Summary {
     /// the REST publishes' own delivery accounting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest: Option<crate::load::rest::RestReport>,
+    /// TLS as the peers negotiated it; absent for `ws://` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSummary>,
+}
+
+/// `tls` in summary.json.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsSummary {
+    /// `--insecure`: server certificates were not verified (`warnings` says so too).
+    pub insecure: bool,
+    /// `--tls-resumption`: `off`, `per-peer` or `shared`.
+    pub resumption: String,
+    pub handshakes: TlsHandshakes,
+    /// Successful handshakes by protocol version (`TLSv1.3`), cipher suite
+    /// (`TLS13_AES_128_GCM_SHA256`) and key-exchange group (`X25519MLKEM768`).
+    pub by_version: BTreeMap<String, u64>,
+    pub by_cipher: BTreeMap<String, u64>,
+    pub by_group: BTreeMap<String, u64>,
+}
+
+/// `tls.handshakes`: how the handshakes went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsHandshakes {
+    /// Successful handshakes: `full + resumed`.
+    pub total: u64,
+    pub full: u64,
+    /// Abbreviated handshakes on a resumed session (needs `--tls-resumption`).
+    pub resumed: u64,
+    /// resumed / total (0 when there were none).
+    pub resumed_ratio: f64,
+    /// Connect attempts that failed in TLS: the `tls_*` and `timeout_tls` kinds of
+    /// `connections.failures`.
+    pub failed: u64,
+}
+
+/// Whether a `connections.failures` kind is a TLS failure.
+pub fn is_tls_failure(kind: &str) -> bool {
+    kind.starts_with("tls_") || kind == "timeout_tls"
+}
+
+/// The warning every `--insecure` run carries, in summary.json and on every page.
+pub const INSECURE_WARNING: &str = "--insecure: server certificates were not verified; the results say nothing about the server's certificate (pass its CA with --cacert FILE to verify it)";
+
+impl TlsSummary {
+    fn of(tls: &TlsStats, failures: &BTreeMap<String, u64>) -> TlsSummary {
+        let total = tls.full + tls.resumed;
+        TlsSummary {
+            insecure: tls.insecure,
+            resumption: tls.resumption.clone(),
+            handshakes: TlsHandshakes {
+                total,
+                full: tls.full,
+                resumed: tls.resumed,
+                resumed_ratio: if total == 0 {
+                    0.0
+                } else {
+                    (tls.resumed as f64 / total as f64 * 1e4).round() / 1e4
+                },
+                failed: failures
+                    .iter()
+                    .filter(|(k, _)| is_tls_failure(k))
+                    .map(|(_, n)| n)
+                    .sum(),
+            },
+            by_version: tls.by_version.clone(),
+            by_cipher: tls.by_cipher.clone(),
+            by_group: tls.by_group.clone(),
+        }
+    }
 }
 
 impl Summary {
@@ -631,6 +714,16 @@ impl Summary {
             })
             .collect();
         warnings.sort_by_key(|w| std::cmp::Reverse(w.count));
+        if let Some(tls) = run.tls.as_ref().filter(|t| t.insecure) {
+            // First, whatever its count: it changes what every other number means.
+            warnings.insert(
+                0,
+                Warning {
+                    message: INSECURE_WARNING.into(),
+                    count: (tls.full + tls.resumed).max(1),
+                },
+            );
+        }
         Summary {
             schema: SUMMARY_SCHEMA.into(),
             scenario: run.scenario.clone(),
@@ -654,6 +747,10 @@ impl Summary {
                 fanout_us: stats(Metric::Fanout),
                 ack_us: stats(Metric::Ack),
                 connect_us: stats(Metric::Connect),
+                tcp_connect_us: stats(Metric::TcpConnect),
+                tls_handshake_us: stats(Metric::TlsHandshake),
+                ws_upgrade_us: stats(Metric::WsUpgrade),
+                welcome_us: stats(Metric::Welcome),
                 presence_us: stats(Metric::Presence),
                 direct_us: stats(Metric::Direct),
                 reconnect_us: stats(Metric::Reconnect),
@@ -695,6 +792,10 @@ impl Summary {
             thresholds_passed: true,
             files: Files::default(),
             rest: run.rest.clone(),
+            tls: run
+                .tls
+                .as_ref()
+                .map(|t| TlsSummary::of(t, &run.connections.failures)),
         }
     }
 }
@@ -717,9 +818,142 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
+/// A `wss://` run with every connect phase measured, for the renderers' tests.
+#[cfg(test)]
+pub(crate) fn tls_run_for_tests(insecure: bool) -> RunData {
+    let mut run = RunData {
+        scenario: "smoke".into(),
+        targets: vec!["wss://127.0.0.1:4443/v1".into()],
+        embedded: true,
+        ran_s: 3.0,
+        ..Default::default()
+    };
+    for (m, base) in [
+        (Metric::Connect, 1_300),
+        (Metric::TcpConnect, 90),
+        (Metric::TlsHandshake, 600),
+        (Metric::WsUpgrade, 350),
+        (Metric::Welcome, 250),
+    ] {
+        let mut h = Hist::default();
+        for i in 0..200u64 {
+            h.0.record(base + i).unwrap();
+        }
+        run.hists.insert(m.name().into(), h);
+    }
+    run.connections.attempts = 203;
+    run.connections.established = 200;
+    run.connections.failed = 3;
+    run.connections
+        .failures
+        .insert("tls_unknown_issuer".into(), 2);
+    run.connections.failures.insert("timeout_tls".into(), 1);
+    run.warnings.insert(
+        "the certificate's issuer is not in the trust store: pass the issuing CA with --cacert FILE (PEM)".into(),
+        2,
+    );
+    run.tls = Some(TlsStats {
+        insecure,
+        resumption: "per-peer".into(),
+        full: 150,
+        resumed: 50,
+        by_version: BTreeMap::from([("TLSv1.3".into(), 200)]),
+        by_cipher: BTreeMap::from([
+            ("TLS13_AES_256_GCM_SHA384".into(), 150),
+            ("TLS13_CHACHA20_POLY1305_SHA256".into(), 50),
+        ]),
+        by_group: BTreeMap::from([("X25519MLKEM768".into(), 200)]),
+    });
+    run
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_breaks_connect_down_and_reports_tls() {
+        let s = Summary::from_run(&tls_run_for_tests(false));
+        assert_eq!(s.latency.connect_us.count, 200);
+        assert_eq!(s.latency.tcp_connect_us.min, 90);
+        assert_eq!(s.latency.tls_handshake_us.min, 600);
+        assert_eq!(s.latency.ws_upgrade_us.min, 350);
+        assert_eq!(s.latency.welcome_us.min, 250);
+        let tls = s.tls.as_ref().expect("tls");
+        assert_eq!(
+            tls.handshakes,
+            TlsHandshakes {
+                total: 200,
+                full: 150,
+                resumed: 50,
+                resumed_ratio: 0.25,
+                failed: 3,
+            }
+        );
+        assert!(!tls.insecure);
+        assert!(
+            s.warnings.iter().all(|w| w.message != INSECURE_WARNING),
+            "{:?}",
+            s.warnings
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        for lat in [
+            "tcp_connect_us",
+            "tls_handshake_us",
+            "ws_upgrade_us",
+            "welcome_us",
+        ] {
+            for k in ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"] {
+                assert!(json["latency"][lat].get(k).is_some(), "{lat}.{k}");
+            }
+        }
+        assert_eq!(json["tls"]["resumption"], "per-peer");
+        assert_eq!(json["tls"]["handshakes"]["resumed"], 50);
+        assert_eq!(json["tls"]["by_version"]["TLSv1.3"], 200);
+        assert_eq!(json["tls"]["by_group"]["X25519MLKEM768"], 200);
+        let back: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn insecure_runs_carry_the_warning_first() {
+        let s = Summary::from_run(&tls_run_for_tests(true));
+        assert!(s.tls.as_ref().unwrap().insecure);
+        assert_eq!(s.warnings[0].message, INSECURE_WARNING);
+        assert_eq!(s.warnings[0].count, 200);
+        assert_eq!(
+            s.warnings.len(),
+            2,
+            "the TLS advice stays: {:?}",
+            s.warnings
+        );
+    }
+
+    #[test]
+    fn plain_runs_have_empty_phases_and_no_tls() {
+        let s = Summary::from_run(&RunData::default());
+        assert_eq!(s.latency.tls_handshake_us, Stats::default());
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("tls").is_none());
+        assert!(json["latency"]["tls_handshake_us"].get("p99").is_some());
+    }
+
+    #[test]
+    fn summaries_from_before_tls_still_load() {
+        let mut json = serde_json::to_value(Summary::from_run(&RunData::default())).unwrap();
+        let lat = json["latency"].as_object_mut().unwrap();
+        for k in [
+            "tcp_connect_us",
+            "tls_handshake_us",
+            "ws_upgrade_us",
+            "welcome_us",
+        ] {
+            lat.remove(k);
+        }
+        let old: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(old.latency.welcome_us.count, 0);
+        assert!(old.tls.is_none());
+    }
 
     #[test]
     fn merge_adds_everything_and_aligns_seconds() {

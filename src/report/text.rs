@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{DeliveryOut, Summary, fmt_us};
+use super::{DeliveryOut, INSECURE_WARNING, Summary, TlsSummary, fmt_us};
 use crate::metrics::Stats;
 
 /// `1,234,567`.
@@ -59,6 +59,43 @@ fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// `TLSv1.3`, or `TLSv1.3 × 150, TLSv1.2 × 50` when the handshakes differed.
+fn distribution(map: &std::collections::BTreeMap<String, u64>) -> String {
+    match map.len() {
+        0 => "—".into(),
+        1 => map.keys().next().cloned().unwrap_or_default(),
+        _ => {
+            let mut by_count: Vec<_> = map.iter().collect();
+            by_count.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+            by_count
+                .iter()
+                .map(|(k, v)| format!("{k} × {}", thousands(**v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
+
+fn tls_line(t: &TlsSummary) -> String {
+    let h = &t.handshakes;
+    let mut line = format!(
+        "tls         {} handshakes · full {} · resumed {}",
+        thousands(h.total),
+        thousands(h.full),
+        thousands(h.resumed)
+    );
+    if h.failed > 0 {
+        let _ = write!(line, " · failed {}", thousands(h.failed));
+    }
+    for map in [&t.by_version, &t.by_cipher, &t.by_group] {
+        if !map.is_empty() {
+            let _ = write!(line, " · {}", distribution(map));
+        }
+    }
+    let _ = write!(line, " · resumption {}", t.resumption);
+    line
+}
+
 /// Renders `s` for a terminal; `dir` is where the files went.
 pub fn render(s: &Summary, dir: &str) -> String {
     let mut o = String::new();
@@ -103,6 +140,22 @@ pub fn render(s: &Summary, dir: &str) -> String {
         lat_row(&mut o, "sys fan-out", &s.latency.system_fanout_us);
     }
     lat_row(&mut o, "schedule lag", &s.schedule_lag_us);
+    let l = &s.latency;
+    let phases = [
+        ("tcp connect", &l.tcp_connect_us),
+        ("tls handshake", &l.tls_handshake_us),
+        ("ws upgrade", &l.ws_upgrade_us),
+        ("welcome", &l.welcome_us),
+    ];
+    if phases.iter().any(|(_, st)| st.count > 0) {
+        let _ = writeln!(o, "  connect phases");
+        for (name, st) in phases {
+            // A ws:// run has no handshake: a dash row would suggest one went missing.
+            if st.count > 0 || (name == "tls handshake" && s.tls.is_some()) {
+                lat_row(&mut o, name, st);
+            }
+        }
+    }
     let t = &s.throughput;
     let _ = writeln!(
         o,
@@ -142,6 +195,12 @@ pub fn render(s: &Summary, dir: &str) -> String {
             format!(" ({})", counts(&c.failures))
         }
     );
+    if let Some(t) = &s.tls {
+        let _ = writeln!(o, "{}", tls_line(t));
+        if t.insecure {
+            let _ = writeln!(o, "WARNING     {INSECURE_WARNING}");
+        }
+    }
     let _ = writeln!(o, "errors      {}", counts(&s.errors));
     let _ = writeln!(o, "closes      {}", counts(&s.closes));
     if !s.unexpected_frames.is_empty() {
@@ -193,6 +252,9 @@ pub fn render(s: &Summary, dir: &str) -> String {
         }
     );
     for w in &s.warnings {
+        if w.message == INSECURE_WARNING {
+            continue; // already printed, loudly, under the tls line
+        }
         let _ = writeln!(o, "warning     {} (× {})", w.message, thousands(w.count));
     }
     if s.valid {
@@ -236,5 +298,68 @@ mod tests {
         let text = render(&Summary::default(), "reports/x");
         assert!(text.contains("fan-out"));
         assert!(text.contains("reports/x"));
+        assert!(!text.contains("connect phases") && !text.contains("tls "));
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in\n{text}"))
+    }
+
+    #[test]
+    fn renders_connect_phases_and_tls() {
+        let s = Summary::from_run(&crate::report::tls_run_for_tests(false));
+        let text = render(&s, "reports/x");
+        let connect = line(&text, "  connect   ");
+        let header = line(&text, "  latency ");
+        assert!(text.contains("\n  connect phases\n"), "{text}");
+        for name in ["tcp connect", "tls handshake", "ws upgrade", "welcome"] {
+            let row = line(&text, &format!("  {name} "));
+            // Same columns as the table above.
+            assert_eq!(row.chars().count(), connect.chars().count(), "{row}");
+            assert_eq!(row.chars().count(), header.chars().count(), "{row}");
+        }
+        assert!(line(&text, "  tcp connect").contains(" 189 µs "), "{text}");
+        assert_eq!(
+            line(&text, "tls "),
+            "tls         200 handshakes · full 150 · resumed 50 · failed 3 · TLSv1.3 · \
+             TLS13_AES_256_GCM_SHA384 × 150, TLS13_CHACHA20_POLY1305_SHA256 × 50 · \
+             X25519MLKEM768 · resumption per-peer"
+        );
+        // TLS failures: counted on the connections line, explained as a warning.
+        let conns = line(&text, "connections ");
+        assert!(
+            conns.contains("timeout_tls × 1") && conns.contains("tls_unknown_issuer × 2"),
+            "{conns}"
+        );
+        assert!(
+            line(&text, "warning ").contains("pass the issuing CA with --cacert FILE"),
+            "{text}"
+        );
+        assert!(!text.contains("--insecure"), "{text}");
+    }
+
+    #[test]
+    fn insecure_is_loud_and_said_once() {
+        let s = Summary::from_run(&crate::report::tls_run_for_tests(true));
+        let text = render(&s, "reports/x");
+        let tls = text.find("\ntls ").unwrap();
+        let warn = text.find("\nWARNING     --insecure: ").expect(&text);
+        assert!(warn > tls, "right under the tls line:\n{text}");
+        assert_eq!(text.matches("--insecure").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn plain_ws_runs_show_phases_without_a_tls_row() {
+        let mut run = crate::report::tls_run_for_tests(false);
+        run.tls = None;
+        run.hists.remove("tls_handshake");
+        let text = render(&Summary::from_run(&run), "reports/x");
+        assert!(text.contains("  tcp connect ") && text.contains("  ws upgrade "));
+        assert!(
+            !text.contains("tls handshake") && !text.contains("\ntls "),
+            "{text}"
+        );
     }
 }

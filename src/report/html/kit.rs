@@ -1,0 +1,383 @@
+//! Page pieces shared by the run report and `compare`: escaping, the page shell and its style
+//! sheet, figures with HTML legends, number formats, metric names and order, and readers of
+//! the loosely shaped parts of a summary (validity, thresholds).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::report::plot::{self, Series};
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = r#"
+:root { --fg:#1d2430; --muted:#5b6676; --line:#d9dee5; --bg:#f6f7f9; --ok:#17803d; --bad:#c0262d; --warn:#a15c00; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg); font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif; }
+main { max-width:1240px; margin:0 auto; padding:20px 28px 60px; }
+h1 { font-size:26px; margin:6px 0 4px; }
+h2 { font-size:20px; margin:34px 0 10px; padding-bottom:4px; border-bottom:2px solid var(--line); }
+h3 { font-size:16px; margin:18px 0 6px; }
+p.sub { color:var(--muted); margin:0 0 14px; }
+.cards { display:flex; flex-wrap:wrap; gap:12px; margin:14px 0; }
+.card { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; min-width:150px; }
+.card .k { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+.card .v { font-size:20px; font-weight:600; word-break:break-all; }
+.badge { display:inline-block; padding:2px 10px; border-radius:999px; color:#fff; font-weight:700; font-size:14px; }
+.badge.ok { background:var(--ok); } .badge.bad { background:var(--bad); } .badge.unk { background:var(--muted); }
+.badge.ok, .badge.bad, .badge.unk { color:#fff; }
+.reason { color:var(--bad); font-weight:600; }
+table { border-collapse:collapse; background:#fff; border:1px solid var(--line); margin:6px 0 12px; font-size:14px; }
+th, td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
+th { background:#eef1f5; font-weight:600; }
+td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+tr:nth-child(even) td { background:#fafbfc; }
+td.bad, span.bad { color:var(--bad); font-weight:700; } td.ok, span.ok { color:var(--ok); font-weight:600; }
+td.better { color:var(--ok); } td.worse { color:var(--bad); }
+.charts { display:grid; grid-template-columns:repeat(auto-fill, minmax(540px, 1fr)); gap:14px; margin:10px 0 18px; }
+figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:8px; padding:8px; min-width:0; }
+figure svg { display:block; width:100%; max-width:600px; height:auto; margin:0 auto; }
+.legend { display:flex; flex-wrap:wrap; gap:4px 16px; padding:6px 8px 0; font-size:14px; }
+.legend span { display:inline-flex; align-items:center; gap:6px; }
+.legend i { display:inline-block; width:22px; height:4px; border-radius:2px; }
+figcaption { color:var(--muted); font-size:13px; padding:4px 8px 0; }
+.note { background:#fff; border:1px dashed var(--line); border-radius:8px; padding:10px 14px; color:var(--muted); margin:8px 0; }
+.warn { background:#fff7e6; border:1px solid #f0c36d; border-radius:8px; padding:8px 14px; color:var(--warn); margin:8px 0; }
+.warn.loud { background:#fdecea; border:2px solid var(--bad); color:var(--bad); font-size:16px; padding:10px 16px; }
+.phasebar { display:flex; height:26px; max-width:900px; border:1px solid var(--line); border-radius:6px; overflow:hidden; background:#c9ced6; margin:4px 0 2px; }
+.phasebar span { display:flex; align-items:center; justify-content:center; color:#fff; font-size:12px; font-weight:600; white-space:nowrap; overflow:hidden; }
+i.swatch { display:inline-block; width:14px; height:4px; border-radius:2px; margin-right:8px; vertical-align:middle; }
+pre { background:#fff; border:1px solid var(--line); border-radius:8px; padding:10px 14px; overflow:auto; font-size:13px; max-height:520px; }
+details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
+code { background:#eef1f5; padding:1px 4px; border-radius:4px; }
+.more { display:flex; flex-wrap:wrap; gap:0 28px; align-items:flex-start; }
+footer { color:var(--muted); font-size:12px; margin-top:40px; }
+"#;
+
+/// A whole HTML document around `body`, with the inline style sheet.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n{body}\n<footer>Generated by stampede {} — self-contained page: no scripts, no external resources.</footer>\n</main>\n</body>\n</html>\n",
+        esc(title),
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// A figure holding an SVG chart, its legend (colours as drawn by [`plot`]) and its caption.
+pub fn figure(svg: &str, series: &[Series], caption: &str) -> String {
+    let mut legend = String::from("<div class=\"legend\">");
+    for (i, s) in series.iter().enumerate() {
+        let _ = write!(
+            legend,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            plot::color_hex(i),
+            esc(&s.name)
+        );
+    }
+    legend.push_str("</div>");
+    format!(
+        "<figure>{svg}{legend}<figcaption>{}</figcaption></figure>\n",
+        esc(caption)
+    )
+}
+
+/// A number as the tables show it: integers plainly (with thin grouping), others to 3 decimals.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        group_thousands(&format!("{}", v as i64))
+    } else if v.abs() >= 1000.0 {
+        group_thousands(&format!("{v:.1}"))
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn group_thousands(s: &str) -> String {
+    let (sign, rest) = s.strip_prefix('-').map_or(("", s), |r| ("-", r));
+    let (int, frac) = rest
+        .split_once('.')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    match frac {
+        Some(f) => format!("{sign}{out}.{f}"),
+        None => format!("{sign}{out}"),
+    }
+}
+
+/// µs → a millisecond figure with precision that suits its size.
+pub fn fmt_ms(us: f64) -> String {
+    let ms = us / 1000.0;
+    if ms.abs() < 1.0 {
+        format!("{ms:.3}")
+    } else if ms.abs() < 100.0 {
+        format!("{ms:.2}")
+    } else {
+        group_thousands(&format!("{ms:.1}"))
+    }
+}
+
+/// Compact one-line rendering of any JSON value for a table cell.
+pub fn fmt_value(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.as_f64().map(fmt_num).unwrap_or_else(|| n.to_string()),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(|x| x.is_string() || x.is_number()) => {
+            a.iter().map(fmt_value).collect::<Vec<_>>().join(", ")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Human title of a latency metric.
+pub fn metric_title(metric: &str) -> String {
+    match metric {
+        "fanout" => "Fan-out latency (publish → each subscriber)".into(),
+        "ack" => "Ack round trip (request → ack)".into(),
+        "connect" => "Connect time (TCP + TLS + WebSocket upgrade + welcome)".into(),
+        "tcp_connect" => "TCP connect (SYN → established)".into(),
+        "tls_handshake" => "TLS handshake".into(),
+        "ws_upgrade" => "WebSocket upgrade (request → 101)".into(),
+        "welcome" => "Welcome (101 → welcome frame)".into(),
+        "presence" => "Presence propagation (join/leave → each member)".into(),
+        "schedule_lag" => "Schedule lag (intended → actual send)".into(),
+        "direct" => "Direct-message latency (intended send → target)".into(),
+        "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
+        "system_fanout" => "System-message fan-out (REST publish → each subscriber)".into(),
+        other => format!("{other} latency"),
+    }
+}
+
+/// Latency metrics in the order the pages show them: the four the engine always measures, then
+/// any other found in the logs or in summary.json.
+pub fn metric_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut rest: BTreeSet<String> = names.into_iter().cloned().collect();
+    let mut out = Vec::new();
+    for m in CORE_METRICS {
+        rest.remove(m);
+        out.push(m.to_string());
+    }
+    out.extend(rest);
+    out
+}
+
+/// Latency metrics every run measures, shown first and always.
+pub const CORE_METRICS: [&str; 4] = ["fanout", "ack", "connect", "presence"];
+
+/// Percentile points (x per [`plot::percentile_x`], y in ms) from the few percentiles a
+/// summary keeps; a coarse stand-in when there is no interval log.
+pub fn points_from_stats(stats: &Value) -> Vec<(f64, f64)> {
+    let count = stats.get("count").and_then(Value::as_f64).unwrap_or(0.0);
+    if count <= 0.0 {
+        return Vec::new();
+    }
+    let mut pts = Vec::new();
+    for (key, q) in [
+        ("min", 0.0),
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p999", 0.999),
+    ] {
+        if let Some(v) = stats.get(key).and_then(Value::as_f64) {
+            let x = plot::percentile_x(q);
+            if x <= count.log10() + 1e-9 {
+                pts.push((x, v / 1000.0));
+            }
+        }
+    }
+    if let Some(max) = stats.get("max").and_then(Value::as_f64) {
+        pts.push((count.log10().clamp(0.0, 5.0), max / 1000.0));
+    }
+    pts
+}
+
+/// Looks up a dotted path (`latency.fanout_us.p99`) in a JSON value.
+pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |cur, seg| match cur {
+        Value::Object(o) => o.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// The validity verdict of a run: `Some(true|false)` and a reason, or `None` when absent.
+pub fn verdict(summary: &Value) -> (Option<bool>, Option<String>) {
+    let valid = match summary.get("valid") {
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::Object(o)) => o
+            .get("ok")
+            .or_else(|| o.get("valid"))
+            .and_then(Value::as_bool),
+        _ => None,
+    };
+    let text = |r: &Value| match r {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Array(a) if !a.is_empty() => {
+            Some(a.iter().map(fmt_value).collect::<Vec<_>>().join("; "))
+        }
+        _ => None,
+    };
+    let reason = [
+        "reason",
+        "invalid_reasons",
+        "valid_reason",
+        "invalid_reason",
+        "validity_reason",
+    ]
+    .iter()
+    .find_map(|k| summary.get(*k).and_then(text))
+    .or_else(|| {
+        summary
+            .get("valid")
+            .and_then(|v| v.get("reason"))
+            .and_then(text)
+    });
+    (valid, reason)
+}
+
+/// One threshold as listed in a summary: its text, whether it held, and the observed value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdRow {
+    pub rule: String,
+    pub passed: Option<bool>,
+    pub actual: Option<String>,
+}
+
+/// Reads `thresholds` in any of the shapes an engine may write: a list of objects
+/// (`{rule|threshold|expr|name, passed|ok|met, actual|value}`), a list of strings, or a map
+/// from rule text to a bool or such an object.
+pub fn thresholds(summary: &Value) -> Vec<ThresholdRow> {
+    fn from_obj(rule: Option<String>, o: &serde_json::Map<String, Value>) -> ThresholdRow {
+        let rule = rule
+            .or_else(|| {
+                ["rule", "threshold", "expr", "expression", "name", "spec"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_str).map(str::to_string))
+            })
+            .unwrap_or_else(|| Value::Object(o.clone()).to_string());
+        let passed = ["passed", "ok", "met", "pass", "holds"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_bool))
+            .or_else(|| {
+                ["broken", "failed", "violated"]
+                    .iter()
+                    .find_map(|k| o.get(*k).and_then(Value::as_bool).map(|b| !b))
+            })
+            .or_else(|| {
+                o.get("status").and_then(Value::as_str).map(|s| {
+                    matches!(
+                        s.to_ascii_lowercase().as_str(),
+                        "ok" | "pass" | "passed" | "met"
+                    )
+                })
+            });
+        // Latency thresholds carry µs values with `unit: "us"`; people read ms.
+        let micros = o.get("unit").and_then(Value::as_str) == Some("us");
+        let show = |v: &Value| match v.as_f64() {
+            Some(x) if micros => format!("{} ms", fmt_ms(x)),
+            _ => fmt_value(v),
+        };
+        let actual = ["actual", "value", "observed", "measured"]
+            .iter()
+            .find_map(|k| o.get(*k))
+            .map(show);
+        ThresholdRow {
+            rule,
+            passed,
+            actual,
+        }
+    }
+    match summary.get("thresholds") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|t| match t {
+                Value::Object(o) => from_obj(None, o),
+                other => ThresholdRow {
+                    rule: fmt_value(other),
+                    passed: None,
+                    actual: None,
+                },
+            })
+            .collect(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Bool(b) => ThresholdRow {
+                    rule: k.clone(),
+                    passed: Some(*b),
+                    actual: None,
+                },
+                Value::Object(inner) => from_obj(Some(k.clone()), inner),
+                other => ThresholdRow {
+                    rule: k.clone(),
+                    passed: None,
+                    actual: Some(fmt_value(other)),
+                },
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_threshold_shapes() {
+        let a = thresholds(
+            &json!({"thresholds": [{"rule": "fanout.p99<50ms", "passed": false, "actual": 61234}]}),
+        );
+        assert_eq!(
+            a,
+            vec![ThresholdRow {
+                rule: "fanout.p99<50ms".into(),
+                passed: Some(false),
+                actual: Some("61,234".into())
+            }]
+        );
+        let b = thresholds(&json!({"thresholds": {"lost==0": true}}));
+        assert_eq!(b[0].passed, Some(true));
+        assert!(thresholds(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn verdict_and_numbers() {
+        assert_eq!(
+            verdict(&json!({"valid": false, "reason": "generator fell behind"})),
+            (Some(false), Some("generator fell behind".into()))
+        );
+        assert_eq!(fmt_num(1234567.0), "1,234,567");
+        assert_eq!(fmt_num(0.12345), "0.123");
+        assert_eq!(fmt_ms(20_512.0), "20.51");
+        assert_eq!(esc("<a href=\"x\">"), "&lt;a href=&quot;x&quot;&gt;");
+    }
+}
