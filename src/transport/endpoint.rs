@@ -84,6 +84,13 @@ impl Endpoint {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .filter(|p| !p.is_empty())
+            .map(|p| {
+                if p.starts_with('/') {
+                    p
+                } else {
+                    format!("/{p}")
+                }
+            })
             .unwrap_or_else(|| "/".into());
         Ok(Endpoint {
             url: url.to_owned(),
