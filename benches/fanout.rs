@@ -10,8 +10,6 @@
 //! Defaults: 500 subscribers, 4000 messages (2 M deliveries). Server and clients share the
 //! machine's cores, so this is a floor for the server alone.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,16 +18,8 @@ use stampede::transport::{Connector, Dial};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
+mod common;
+use common::Server;
 
 fn main() {
     let nums: Vec<usize> = std::env::args()
@@ -38,37 +28,8 @@ fn main() {
         .collect();
     let subs = nums.first().copied().unwrap_or(500);
     let msgs = nums.get(1).copied().unwrap_or(4000);
-    let bin = std::env::var("STAMPEDE_BIN").unwrap_or_else(|_| "target/release/stampede".into());
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ip-connect-limit",
-            "0",
-            "--rate",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (run `cargo build --release` first)"));
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ws_url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    break url.trim().to_owned();
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                panic!("server exited before printing its address");
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let server = Server::start(&[]);
+    let ws_url = server.ws_url.clone();
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -84,7 +45,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (elapsed, rss_after) = rt.block_on(async move {
+    let (elapsed, rss_after) = rt.block_on(async {
         let cfg = WebSocketConfig::default().read_buffer_size(16 * 1024);
         let mut readers = Vec::with_capacity(subs);
         for i in 0..subs {
@@ -133,7 +94,7 @@ fn main() {
         for t in tasks {
             held.push(t.await.expect("subscriber"));
         }
-        (started.elapsed(), rss_mb(pid))
+        (started.elapsed(), server.status_kb("VmRSS:") as f64 / 1024.0)
     });
     let deliveries = (subs * msgs) as f64;
     println!(
@@ -141,9 +102,5 @@ fn main() {
         elapsed.as_secs_f64(),
         deliveries / elapsed.as_secs_f64()
     );
-    // SAFETY: kill(2) with our own child's pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    drop(server);
 }

@@ -11,8 +11,6 @@
 //! here is 20000 per process). `--subscribe` also subscribes every connection to one of
 //! 100 channels, to include hub state.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,57 +18,20 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use stampede::transport::{Connector, Dial};
 use tokio::sync::Semaphore;
+
+mod common;
+use common::Server;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(10_000);
     let subscribe = args.iter().any(|a| a == "--subscribe");
-    let bin = std::env::var("STAMPEDE_BIN").unwrap_or_else(|_| "target/release/stampede".into());
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ip-connect-limit",
-            "0",
-            "--rate",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (run `cargo build --release` first)"));
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ws_url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    break url.trim().to_owned();
-                }
-            }
-            _ => {
-                let _ = child.kill();
-                panic!("server exited before printing its address");
-            }
-        }
-    };
-    // Keep draining the banner so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let server = Server::start(&[]);
+    let ws_url = server.ws_url.clone();
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_kb(pid, "VmRSS:");
+    let before = server.status_kb("VmRSS:");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -123,8 +84,8 @@ fn main() {
     });
     let connect_s = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
-    let after = rss_kb(pid, "VmRSS:");
-    let hwm = rss_kb(pid, "VmHWM:");
+    let after = server.status_kb("VmRSS:");
+    let hwm = server.status_kb("VmHWM:");
     println!(
         "idle_hold: {n} connections{} in {connect_s:.2} s; server VmRSS {:.1} MB before, {:.1} MB holding (peak {:.1} MB); {:.0} B per connection",
         if subscribe { " (each subscribed)" } else { "" },
@@ -133,10 +94,6 @@ fn main() {
         hwm as f64 / 1024.0,
         (after.saturating_sub(before) * 1024) as f64 / n as f64,
     );
-    // SAFETY: kill(2) with our own child's pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
+    drop(server);
     drop(held);
-    let _ = child.wait();
 }

@@ -16,8 +16,6 @@
 //! ```
 //! N defaults to 2000, ROUNDS (repetitions of the whole set, for a median) to 3.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,82 +23,8 @@ use futures_util::StreamExt;
 use stampede::transport::{Connector, Dial, ResumptionMode, TlsArgs, TlsSession, ws};
 use tokio::sync::Semaphore;
 
-struct Server {
-    child: Child,
-    ws_url: String,
-    cacert: Option<String>,
-}
-
-impl Server {
-    fn start(bin: &str, tls: bool) -> Server {
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ip-connect-limit",
-            "0",
-            "--rate",
-            "0",
-        ];
-        if tls {
-            args.push("--tls-self-signed");
-        }
-        let mut child = Command::new(bin)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (cargo build --release first)"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut ws_url, mut cacert) = (None, None);
-        while ws_url.is_none() || (tls && cacert.is_none()) {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => {
-                    let _ = child.kill();
-                    panic!("the server exited before printing its address");
-                }
-            };
-            if let Some(u) = line.strip_prefix("listening on ") {
-                ws_url = Some(u.trim().to_owned());
-            }
-            if let Some(i) = line.find("--cacert ") {
-                cacert = line[i + 9..].split_whitespace().next().map(str::to_owned);
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            ws_url: ws_url.unwrap(),
-            cacert,
-        }
-    }
-
-    /// User + system CPU of the server so far.
-    fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised name: utime and stime are the 12th and 13th.
-        let after = stat.rsplit(')').next().unwrap_or_default();
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_micros((f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) * 1_000_000 / hz)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 fn self_cpu() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
@@ -199,9 +123,8 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(2000);
     let rounds = args.get(1).copied().unwrap_or(3).max(1);
-    let bin = std::env::var("STAMPEDE_BIN").unwrap_or_else(|_| "target/release/stampede".into());
-    let plain = Server::start(&bin, false);
-    let secure = Server::start(&bin, true);
+    let plain = Server::start(&[]);
+    let secure = Server::start(&["--tls-self-signed"]);
     let pem = std::fs::read_to_string(secure.cacert.as_ref().unwrap()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
