@@ -43,13 +43,24 @@ fn bad_target_urls_exit_2() {
     let o = stampede(&["conform", "--target", "http://127.0.0.1:9/v1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("expected a ws:// URL"),
+        stderr(&o).contains("expected a ws:// or wss:// URL"),
         "{}",
         stderr(&o)
     );
+    let o = stampede(&["conform", "--target", "ftp://127.0.0.1:9/v1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unsupported scheme"), "{}", stderr(&o));
+    let o = stampede(&["conform", "--target", "wss://127.0.0.1:9/v1?token=x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("leave the query out"), "{}", stderr(&o));
+    // wss:// is a target like any other: here nothing listens.
     let o = stampede(&["conform", "--target", "wss://127.0.0.1:9/v1"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("TLS"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot reach the target wss://127.0.0.1:9/v1"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

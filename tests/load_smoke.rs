@@ -10,6 +10,24 @@ fn stampede() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stampede"))
 }
 
+/// Runs `stampede ARGS --out DIR`, requires exit 0 and returns DIR's summary.json.
+fn run_ok(args: &[&str], dir: &Path) -> Value {
+    let res = stampede()
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    summary(dir)
+}
+
 fn summary(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
     serde_json::from_str(&text).expect("summary.json is JSON")
@@ -97,19 +115,7 @@ fn smoke_scenario_runs_clean_and_writes_the_report() {
 fn two_workers_merge_into_one_exact_report() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("run");
-    let res = stampede()
-        .args(["run", "smoke", "--workers", "2", "--quiet", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        res.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let s = summary(&dir);
+    let s = run_ok(&["run", "smoke", "--workers", "2", "--quiet"], &dir);
     assert_eq!(s["workers"], 2);
     assert_eq!(s["peers"], 200);
     assert_eq!(s["connections"]["established"], 200);
@@ -124,19 +130,7 @@ fn two_workers_merge_into_one_exact_report() {
 fn smoke_scenario_over_wss_delivers_every_copy_once() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("run");
-    let res = stampede()
-        .args(["run", "smoke", "--tls", "--quiet", "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        res.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let s = summary(&dir);
+    let s = run_ok(&["run", "smoke", "--tls", "--quiet"], &dir);
     assert!(
         s["target"].to_string().contains("wss://"),
         "{}",
@@ -166,27 +160,10 @@ fn smoke_scenario_over_wss_delivers_every_copy_once() {
 fn two_workers_over_wss_merge_into_one_exact_report() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("run");
-    let res = stampede()
-        .args([
-            "run",
-            "smoke",
-            "--tls",
-            "--workers",
-            "2",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert_eq!(
-        res.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
+    let s = run_ok(
+        &["run", "smoke", "--tls", "--workers", "2", "--quiet"],
+        &dir,
     );
-    let s = summary(&dir);
     assert_eq!(s["workers"], 2);
     assert_eq!(s["connections"]["established"], 200);
     check_healthy(&s);

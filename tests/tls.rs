@@ -60,13 +60,18 @@ async fn server(cert: &Generated, client_ca: Option<&str>) -> EmbeddedServer {
 
 /// Runs the CLI off the async runtime (the server under test lives on it).
 async fn stampede(args: Vec<String>) -> (Output, Duration) {
+    stampede_with_keylog(args, None).await
+}
+
+async fn stampede_with_keylog(args: Vec<String>, keylog: Option<PathBuf>) -> (Output, Duration) {
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(&args)
-            .env_remove("SSLKEYLOGFILE")
-            .output()
-            .expect("stampede runs");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
+        cmd.args(&args).env_remove("SSLKEYLOGFILE");
+        if let Some(k) = keylog {
+            cmd.env("SSLKEYLOGFILE", k);
+        }
+        let out = cmd.output().expect("stampede runs");
         (out, started.elapsed())
     })
     .await
@@ -152,7 +157,12 @@ async fn unknown_ca_is_refused_until_cacert_names_it() {
     assert_eq!(s["connections"]["failed"], 0, "{}", s["connections"]);
     assert_eq!(s["delivery"]["lost"], 0);
     assert!(s["latency"]["tls_handshake_us"]["count"].as_u64().unwrap() > 0);
-    ok("conform --cacert", &stampede(conform_args(&url, &ca)).await);
+    // SSLKEYLOGFILE: the session secrets in NSS key-log format, for Wireshark.
+    let keylog = pki.dir.path().join("keys.log");
+    let r = stampede_with_keylog(conform_args(&url, &ca), Some(keylog.clone())).await;
+    ok("conform --cacert", &r);
+    let keys = std::fs::read_to_string(&keylog).expect("SSLKEYLOGFILE written");
+    assert!(keys.contains("CLIENT_HANDSHAKE_TRAFFIC_SECRET"), "{keys}");
     srv.shutdown().await;
 
     // A self-signed certificate is its own unknown issuer (even when the machine's

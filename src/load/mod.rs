@@ -455,6 +455,10 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
 
     check_sockets(&args, &sc)?;
     let mut t = targets(&args, &sc).await?;
+    if !sc.rest.is_empty() {
+        rest::RestClient::new(&t.endpoints, &t.connector, Duration::ZERO)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", src.origin))?;
+    }
     if !args.emit_result {
         probe(&t, &sc, &run_tag).await?;
     }

@@ -402,7 +402,7 @@ impl State {
 /// client certificates, SSLKEYLOGFILE) and each host pinned to the address the peers
 /// dial (`--connect-to`, resolved once).
 #[derive(Clone)]
-struct RestClient {
+pub struct RestClient {
     urls: Vec<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
     pins: Vec<(String, std::net::SocketAddr)>,
@@ -410,10 +410,15 @@ struct RestClient {
 }
 
 impl RestClient {
-    fn new(sh: &Shared, timeout: Duration) -> Result<RestClient, String> {
+    /// Fails (with the reason) when goose's client cannot dial the way the peers do.
+    pub fn new(
+        endpoints: &[super::connect::Dest],
+        connector: &crate::transport::Connector,
+        timeout: Duration,
+    ) -> Result<RestClient, String> {
         let mut urls = Vec::new();
         let mut pins = Vec::new();
-        for d in &sh.endpoints {
+        for d in endpoints {
             let ep = &d.endpoint;
             let mut url = crate::transport::Endpoint::rest_base(d.url());
             if d.addr.port() != ep.port {
@@ -428,14 +433,22 @@ impl RestClient {
                 }
                 url = url.replacen(&format!(":{}/", ep.port), "/", 1);
             }
-            if ep.host.parse::<std::net::IpAddr>().is_err() {
-                pins.push((ep.host.clone(), d.addr));
+            match ep.host.parse::<std::net::IpAddr>() {
+                Err(_) => pins.push((ep.host.clone(), d.addr)),
+                // reqwest resolves no IP literal: it can only dial the URL's address.
+                Ok(ip) if ip != d.addr.ip() => {
+                    return Err(format!(
+                        "the [[rest]] population cannot follow --connect-to from {ip} to {} (its HTTP client dials an IP address URL as written); name the target by host name",
+                        d.addr.ip()
+                    ));
+                }
+                Ok(_) => {}
             }
             urls.push(url);
         }
         Ok(RestClient {
             urls,
-            tls: sh.connector.tls().map(|t| t.config().clone()),
+            tls: connector.tls().map(|t| t.config().clone()),
             pins,
             timeout,
         })
@@ -646,7 +659,7 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
     let r = s.rest.first()?.clone();
     let (reqs, rooms) = schedule(&s, &r, &sh);
     let planned = reqs.len() as u64;
-    let client = match RestClient::new(&sh, r.timeout.0) {
+    let client = match RestClient::new(&sh.endpoints, &sh.connector, r.timeout.0) {
         Ok(c) => c,
         Err(why) => {
             return Some(RestOutcome {
