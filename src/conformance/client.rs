@@ -67,6 +67,18 @@ impl Event {
         }
     }
 
+    /// The kind, for counting (`text`, `ping`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Text { .. } => "text",
+            Event::Binary { .. } => "binary",
+            Event::Ping { .. } => "ping",
+            Event::Pong { .. } => "pong",
+            Event::Closed { .. } => "close",
+            Event::Dropped { .. } => "dropped",
+        }
+    }
+
     pub fn is_end(&self) -> bool {
         matches!(self, Event::Closed { .. } | Event::Dropped { .. })
     }

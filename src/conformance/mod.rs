@@ -15,6 +15,7 @@ pub mod case;
 pub mod client;
 pub mod coverage;
 pub mod invariants;
+pub mod log;
 pub mod matcher;
 pub mod report;
 pub mod runner;

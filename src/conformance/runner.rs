@@ -23,12 +23,20 @@ use super::case::{
 };
 use super::client::{ConnectError, ConnectOptions, Event, Pacer, SourceIps, WsConn, clip};
 use super::invariants::{ConnState, check_text};
+use super::log::Log;
 use super::matcher::{Outcome, Vars, match_value};
 use super::verdict::{CaseResult, Failure, Transcript, Verdict, grade};
 use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 use crate::target::Target;
 use crate::transport::Connector;
+
+/// Events a silence window keeps for later steps; more is a flood, not a case.
+const MAX_KEPT: usize = 10_000;
+/// Wire-rule violations kept per case (the first ones explain the failure).
+const MAX_VIOLATIONS: usize = 50;
+/// Control or unexpected frames during one wait that are worth naming as a flood.
+const FLOOD: u64 = 1_000;
 
 /// Everything cases share during one run.
 pub struct Env {
@@ -292,7 +300,10 @@ struct PeerState {
     exp: Option<i64>,
     /// Observed events not yet consumed by a step.
     inbox: VecDeque<Event>,
-    transcript: Vec<String>,
+    transcript: Log,
+    /// Pings and text frames seen when the current step began (to name a flood).
+    pings_at_step: u64,
+    texts_at_step: u64,
     wire: ConnState,
     connects: u32,
 }
@@ -375,7 +386,9 @@ impl<'a> Ctx<'a> {
                         url: None,
                         exp: None,
                         inbox: VecDeque::new(),
-                        transcript: Vec::new(),
+                        transcript: Log::default(),
+                        pings_at_step: 0,
+                        texts_at_step: 0,
                         wire: ConnState::default(),
                         connects: 0,
                     },
@@ -466,6 +479,10 @@ impl<'a> Ctx<'a> {
                     },
                     step.action.name()
                 );
+                for p in self.peers.values_mut() {
+                    p.pings_at_step = p.transcript.count("ping");
+                    p.texts_at_step = p.transcript.count("text");
+                }
                 self.step(step).await?;
             }
         }
@@ -697,7 +714,7 @@ impl<'a> Ctx<'a> {
             ));
         };
         if let Err(e) = f(conn).await {
-            p.transcript.push(format!("  (note: {e})"));
+            p.transcript.push("note", format!("  (note: {e})"));
         }
         Ok(())
     }
@@ -932,12 +949,13 @@ impl<'a> Ctx<'a> {
         match result {
             Ok(conn) => {
                 p.transcript
-                    .push(format!("  -- connected ({})", p.connects));
+                    .push("connect", format!("  -- connected ({})", p.connects));
                 p.conn = Some(conn);
                 p.refused = None;
             }
             Err(e) => {
-                p.transcript.push(format!("  -- connect failed: {e}"));
+                p.transcript
+                    .push("connect", format!("  -- connect failed: {e}"));
                 p.conn = None;
                 p.refused = Some(e.clone());
                 if spec.auto_welcome() {
@@ -1020,20 +1038,24 @@ impl<'a> Ctx<'a> {
     /// Records an event in the transcript and applies the wire checks to it.
     fn observe(&mut self, peer: &str, event: &Event) {
         let p = self.peers.get_mut(peer).expect("peer");
-        p.transcript.push(format!("  {}", event.describe()));
+        p.transcript
+            .push(event.kind(), format!("  {}", event.describe()));
         match event {
             Event::Text { text, .. } => {
                 let (_, findings) = check_text(text, &mut p.wire);
                 for v in findings.violations {
-                    self.violations.push(format!("peer {peer}: {v}"));
+                    // The first ones explain; a flood of the same must not grow memory.
+                    if self.violations.len() < MAX_VIOLATIONS {
+                        self.violations.push(format!("peer {peer}: {v}"));
+                    }
                 }
                 for n in findings.notes {
                     self.notes.push(format!("peer {peer}: {n}"));
                 }
             }
-            Event::Binary { .. } => self.violations.push(format!(
-                "peer {peer}: FRAME-1: the server sent a binary frame"
-            )),
+            Event::Binary { .. } if self.violations.len() < MAX_VIOLATIONS => self.violations.push(
+                format!("peer {peer}: FRAME-1: the server sent a binary frame"),
+            ),
             _ => {}
         }
     }
@@ -1117,7 +1139,23 @@ impl<'a> Ctx<'a> {
                 None => "nothing: the peer is not connected".into(),
             }
         } else {
-            format!("nothing within {} ms", t.as_millis())
+            let pings = p.transcript.count("ping").saturating_sub(p.pings_at_step);
+            let texts = p.transcript.count("text").saturating_sub(p.texts_at_step);
+            let mut why = format!("nothing within {} ms", t.as_millis());
+            // A flood is named: it is why nothing useful arrived.
+            if pings >= FLOOD {
+                why.push_str(&format!(
+                    "; the server sent {} ping frames meanwhile",
+                    super::log::group(pings)
+                ));
+            }
+            if texts >= FLOOD {
+                why.push_str(&format!(
+                    "; {} other frames arrived meanwhile",
+                    super::log::group(texts)
+                ));
+            }
+            why
         }
     }
 
@@ -1189,8 +1227,18 @@ impl<'a> Ctx<'a> {
         let mut keep = Vec::new();
         let mut result = Ok(());
         while let Some(event) = self.next_event(peer, deadline).await {
+            if matches!(event, Event::Ping { .. }) {
+                continue; // no step looks for pings; they are counted in the log
+            }
+            if keep.len() >= MAX_KEPT {
+                result = Err(StepFail::new(
+                    format!("at most {MAX_KEPT} frames on peer {peer} in {ms} ms"),
+                    format!("more than {MAX_KEPT} frames (a flood)"),
+                ));
+                break;
+            }
             let hit = match (&event, frame) {
-                (Event::Ping { .. } | Event::Pong { .. }, _) => false,
+                (Event::Pong { .. }, _) => false,
                 (_, None) => true,
                 (Event::Text { text, .. }, Some(f)) => {
                     let actual: Value = serde_json::from_str(text).unwrap_or(Value::Null);
@@ -1615,22 +1663,24 @@ impl<'a> Ctx<'a> {
 
     fn transcripts(&self) -> Vec<Transcript> {
         let rest = (!self.rest_log.is_empty()).then(|| ("REST calls".to_owned(), &self.rest_log));
+        let rest = rest.map(|(label, t)| {
+            // The tail is what explains a failure; very long logs are cut.
+            let skip = t.len().saturating_sub(40);
+            let mut lines: Vec<String> = (skip > 0)
+                .then(|| format!("  … {skip} earlier lines"))
+                .into_iter()
+                .collect();
+            lines.extend(t[skip..].iter().cloned());
+            Transcript { label, lines }
+        });
         self.peers
             .values()
             .filter(|p| !p.transcript.is_empty())
-            .map(|p| (format!("frames seen by {}", p.name), &p.transcript))
-            .chain(rest)
-            .map(|(name, t)| {
-                // The tail is what explains a failure; very long transcripts are cut.
-                let lines = if t.len() > 40 {
-                    let mut v = vec![format!("  … {} earlier lines", t.len() - 40)];
-                    v.extend(t[t.len() - 40..].iter().cloned());
-                    v
-                } else {
-                    t.clone()
-                };
-                Transcript { label: name, lines }
+            .map(|p| Transcript {
+                label: format!("frames seen by {}", p.name),
+                lines: p.transcript.lines(),
             })
+            .chain(rest)
             .collect()
     }
 }

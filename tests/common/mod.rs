@@ -4,6 +4,8 @@
 //! here can hang a test.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
