@@ -30,24 +30,19 @@ fn stampede(args: &[String], limit: Duration) -> Ended {
         .stderr(out)
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
+    let mut child = child;
+    let pid = child.id();
     let mut hwm_kb = 0u64;
     let code = loop {
         // VmHWM is the peak of this process image (getrusage's maxrss would carry the
         // forking test process's size across exec).
         hwm_kb = hwm_kb.max(vm_hwm_kb(pid));
-        // SAFETY: waitpid on our own child, with a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
         }
         if started.elapsed() > limit {
-            // SAFETY: kill(2) on our own child; then reap it.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
+            let _ = child.kill();
+            let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -60,7 +55,7 @@ fn stampede(args: &[String], limit: Duration) -> Ended {
     }
 }
 
-fn vm_hwm_kb(pid: libc::pid_t) -> u64 {
+fn vm_hwm_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
