@@ -91,11 +91,17 @@ fn judged(what: &str, e: &Ended, limit: Duration, rss_mb: f64, reasons: &[&str])
         reasons.iter().any(|r| e.output.contains(r)),
         "{what}: none of {reasons:?} named in\n{tail}"
     );
+    let named = e
+        .output
+        .lines()
+        .find(|l| reasons.iter().any(|r| l.contains(r)))
+        .unwrap_or_default();
     eprintln!(
-        "{what}: exit {:?} in {:.1} s, peak RSS {:.0} MB",
+        "{what}: exit {:?} in {:.1} s, peak RSS {:.0} MB; e.g. {}",
         e.code,
         e.took.as_secs_f64(),
-        e.peak_rss_mb
+        e.peak_rss_mb,
+        named.chars().take(300).collect::<String>()
     );
 }
 
