@@ -16,6 +16,7 @@ pub mod client;
 pub mod coverage;
 pub mod invariants;
 pub mod matcher;
+pub mod rawjson;
 pub mod report;
 pub mod runner;
 pub mod selfcheck;
