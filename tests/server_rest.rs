@@ -369,3 +369,49 @@ async fn rest_scope_actions_and_quota() {
     assert_eq!(st, 401);
     srv.shutdown().await;
 }
+
+/// Bodies the server writes itself list members in SPEC's order (REST-42, A.4), and a
+/// minted token carries the request's metadata text unmodified (member order, numbers).
+#[tokio::test]
+async fn bodies_keep_spec_member_order_and_metadata_text() {
+    use base64::Engine;
+    let srv = start_server().await;
+    let auth = dev_auth(&srv);
+    let (st, text) = http(&srv, "DELETE", "/v1/peers/nobody", Some(&auth), None).await;
+    assert_eq!(
+        (st, text.as_str()),
+        (200, r#"{"peerId":"nobody","closed":0}"#)
+    );
+    let (_, text) = http(&srv, "GET", "/v1/usage", Some(&auth), None).await;
+    assert!(
+        text.starts_with(r#"{"appId":"app_dev","periodStartUnix":"#),
+        "{text}"
+    );
+    assert!(text.contains(r#""plan":{"name":"#), "{text}");
+    let (_, text) = http(&srv, "GET", "/v1/nope", Some(&auth), None).await;
+    assert!(
+        text.starts_with(r#"{"error":"not_found","message":"#),
+        "{text}"
+    );
+
+    let meta = r#"{"name":"Eli","color":"teal","n":9007199254740993,"x":1.50}"#;
+    let body = format!(r#"{{"peerId":"eli-7","peerMetadata":{meta},"metadata":{meta}}}"#);
+    let (st, text) = http(&srv, "POST", "/v1/tokens", Some(&auth), Some(&body)).await;
+    assert_eq!(st, 200, "{text}");
+    assert!(text.starts_with(r#"{"token":"#), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let payload = v["token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims = String::from_utf8(claims).unwrap();
+    assert!(
+        claims.contains(&format!(r#""peerMetadata":{meta}"#)),
+        "{claims}"
+    );
+    assert!(
+        claims.contains(&format!(r#""metadata":{meta}"#)),
+        "{claims}"
+    );
+    srv.shutdown().await;
+}

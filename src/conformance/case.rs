@@ -69,6 +69,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../conformance/order.toml"),
     ),
     (
+        "conform/relay.toml",
+        include_str!("../../conformance/relay.toml"),
+    ),
+    (
         "conform/rate.toml",
         include_str!("../../conformance/rate.toml"),
     ),
@@ -235,7 +239,11 @@ pub struct PeerSpec {
     pub no_sub: bool,
     pub channels: Option<Vec<String>>,
     pub permissions: Option<Vec<String>>,
+    /// The `peerMetadata` claim: a table, or a string holding the claim's exact JSON
+    /// text (member order, number spelling and escapes as written; a table's members
+    /// come out sorted). Either way `{peer_metadata.<peer>}` is its JSON text.
     pub peer_metadata: Option<Json>,
+    /// The `metadata` claim, as `peer_metadata`; `{metadata.<peer>}` is its JSON text.
     pub metadata: Option<Json>,
     /// Token lifetime; default one hour. Required for `credential = "expiring"`.
     pub expires_in_ms: Option<i64>,
@@ -779,11 +787,19 @@ fn validate(
             ("peer_metadata", &peer.peer_metadata),
             ("metadata", &peer.metadata),
         ] {
-            if value.as_ref().is_some_and(|v| !v.is_object()) {
+            let ok = match value {
+                None | Some(Json::Object(_)) => true,
+                Some(Json::String(text)) => {
+                    text.trim_start().starts_with('{')
+                        && serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok()
+                }
+                Some(_) => false,
+            };
+            if !ok {
                 return Err(invalid(
                     line,
                     format!(
-                        "field `peers.{name}.{field}`: must be a table (use `claims` for a claim of the wrong type)"
+                        "field `peers.{name}.{field}`: must be a table, or a string holding a JSON object's text (use `claims` for a claim of the wrong type)"
                     ),
                 ));
             }

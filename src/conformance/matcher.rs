@@ -14,7 +14,12 @@
 //! `{bool}`, `{object}`, `{array}`, `{positive}`, `{uuid}`, `{unix_s}` (integer seconds
 //! within a minute of now) and `{=name}` (capture the value as `{name}`). Objects with a
 //! single `$` key are operators: `$set` (array equal up to order), `$contains` (array
-//! contains each), `$len`, `$not`, `$one_of`, `$eq` (exact equality).
+//! contains each), `$len`, `$not`, `$one_of`, `$eq` (exact equality), and two that look
+//! at the text the server sent rather than its parsed value (see [`super::rawjson`]):
+//! `$raw = "<json>"` (the member's JSON text is exactly this, byte for byte) and
+//! `$ordered = "<json>"` (the same value with members in the same order and integers
+//! exact; whitespace and escape spelling free). Both need the frame's text
+//! ([`match_frame`]).
 //!
 //! Objects match as subsets (unknown members are ignored, FRAME-3) except under the keys
 //! `data`, `metadata` and `fromMetadata`, which carry relayed payloads and must be equal.
@@ -221,8 +226,35 @@ pub fn match_value(
     vars: &Vars,
     captures: &mut Vec<(String, Value)>,
 ) -> Outcome {
+    match_with_text(expected, actual, None, vars, captures)
+}
+
+/// [`match_value`] for a frame (or body) that arrived as `text`, so `$raw` and
+/// `$ordered` can see its members as written.
+pub fn match_frame(
+    expected: &Value,
+    actual: &Value,
+    text: &str,
+    vars: &Vars,
+    captures: &mut Vec<(String, Value)>,
+) -> Outcome {
+    match_with_text(expected, Some(actual), Some(text), vars, captures)
+}
+
+fn match_with_text(
+    expected: &Value,
+    actual: Option<&Value>,
+    text: Option<&str>,
+    vars: &Vars,
+    captures: &mut Vec<(String, Value)>,
+) -> Outcome {
     let mut notes = Vec::new();
-    match walk(expected, actual, vars, captures, "", false, &mut notes) {
+    let at = Here {
+        path: "",
+        text,
+        exact: false,
+    };
+    match walk(expected, actual, vars, captures, at, &mut notes) {
         Err(why) => Outcome::Mismatch(why),
         Ok(()) if notes.is_empty() => Outcome::Match,
         Ok(()) => Outcome::NonStrict(notes.join("; ")),
@@ -233,6 +265,40 @@ fn show(v: Option<&Value>) -> String {
     match v {
         None => "(absent)".into(),
         Some(v) => super::client::clip(&v.to_string(), 200),
+    }
+}
+
+/// Where a match stands: the member path (for messages), the actual value's JSON text
+/// when known (for `$raw` / `$ordered`), and whether objects must match exactly.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    path: &'a str,
+    text: Option<&'a str>,
+    exact: bool,
+}
+
+/// Whether `expected` holds a `$raw` or `$ordered` operator, i.e. needs the text.
+fn wants_text(expected: &Value) -> bool {
+    match expected {
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, v)| k == "$raw" || k == "$ordered" || wants_text(v)),
+        Value::Array(items) => items.iter().any(wants_text),
+        _ => false,
+    }
+}
+
+/// The text of member `key` / element `i` under `text`, looked up only when `expected`
+/// needs it (parsing a large frame's text again per member is not free).
+fn child_text<'a>(
+    text: Option<&'a str>,
+    expected: &Value,
+    key: Result<&str, usize>,
+) -> Option<&'a str> {
+    let text = text.filter(|_| wants_text(expected))?;
+    match key {
+        Ok(k) => super::rawjson::member(text, k),
+        Err(i) => super::rawjson::element(text, i),
     }
 }
 
@@ -249,10 +315,10 @@ fn walk(
     actual: Option<&Value>,
     vars: &Vars,
     captures: &mut Vec<(String, Value)>,
-    path: &str,
-    exact: bool,
+    here: Here<'_>,
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
+    let Here { path, exact, .. } = here;
     let mismatch = |want: &str| {
         Err(format!(
             "{}: expected {want}, got {}",
@@ -328,7 +394,7 @@ fn walk(
         && let Some((op, arg)) = ops.iter().next()
         && op.starts_with('$')
     {
-        return operator(op, arg, actual, vars, captures, path, notes);
+        return operator(op, arg, actual, vars, captures, here, notes);
     }
     match expected {
         Value::Object(want) if !exact => {
@@ -342,7 +408,12 @@ fn walk(
                     format!("{path}.{k}")
                 };
                 let exact_child = matches!(k.as_str(), "data" | "metadata" | "fromMetadata");
-                walk(v, got.get(k), vars, captures, &child, exact_child, notes)?;
+                let inner = Here {
+                    path: &child,
+                    text: child_text(here.text, v, Ok(k)),
+                    exact: exact_child,
+                };
+                walk(v, got.get(k), vars, captures, inner, notes)?;
             }
             Ok(())
         }
@@ -355,15 +426,13 @@ fn walk(
                 return mismatch(&format!("exactly {}", show(Some(expected))));
             }
             for (k, v) in want {
-                walk(
-                    v,
-                    got.get(k),
-                    vars,
-                    captures,
-                    &format!("{path}.{k}"),
-                    true,
-                    notes,
-                )?;
+                let child = format!("{path}.{k}");
+                let inner = Here {
+                    path: &child,
+                    text: child_text(here.text, v, Ok(k)),
+                    exact: true,
+                };
+                walk(v, got.get(k), vars, captures, inner, notes)?;
             }
             Ok(())
         }
@@ -375,15 +444,13 @@ fn walk(
                 return mismatch(&format!("an array of {} element(s)", want.len()));
             }
             for (i, (w, g)) in want.iter().zip(got).enumerate() {
-                walk(
-                    w,
-                    Some(g),
-                    vars,
-                    captures,
-                    &format!("{path}[{i}]"),
+                let child = format!("{path}[{i}]");
+                let inner = Here {
+                    path: &child,
+                    text: child_text(here.text, w, Err(i)),
                     exact,
-                    notes,
-                )?;
+                };
+                walk(w, Some(g), vars, captures, inner, notes)?;
             }
             Ok(())
         }
@@ -397,7 +464,7 @@ fn walk(
                 }
             } else {
                 // A lone placeholder of another type, e.g. `{exp.a}`.
-                walk(&want, actual, vars, captures, path, exact, notes)
+                walk(&want, actual, vars, captures, here, notes)
             }
         }
         Value::Number(n) => match actual {
@@ -428,9 +495,14 @@ fn operator(
     actual: Option<&Value>,
     vars: &Vars,
     captures: &mut Vec<(String, Value)>,
-    path: &str,
+    here: Here<'_>,
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
+    let path = here.path;
+    let loose = Here {
+        exact: false,
+        ..here
+    };
     let fail = |want: String| {
         Err(format!(
             "{}: expected {want}, got {}",
@@ -457,7 +529,7 @@ fn operator(
         "$not" => {
             let mut scratch = Vec::new();
             let mut n = Vec::new();
-            match walk(arg, actual, vars, &mut scratch, path, false, &mut n) {
+            match walk(arg, actual, vars, &mut scratch, loose, &mut n) {
                 Ok(()) => fail(format!("anything but {arg}")),
                 Err(_) => Ok(()),
             }
@@ -467,7 +539,7 @@ fn operator(
             for option in options {
                 let mut c = Vec::new();
                 let mut n = Vec::new();
-                if walk(option, actual, vars, &mut c, path, false, &mut n).is_ok() {
+                if walk(option, actual, vars, &mut c, loose, &mut n).is_ok() {
                     captures.extend(c);
                     notes.extend(n);
                     return Ok(());
@@ -487,27 +559,56 @@ fn operator(
                 ));
             }
             let mut used = vec![false; got.len()];
+            let element = |w: &Value, i: usize| Here {
+                text: child_text(here.text, w, Err(i)),
+                ..loose
+            };
             for w in want {
                 let found = got.iter().enumerate().find(|(i, g)| {
                     !used[*i] && {
                         let mut c = Vec::new();
                         let mut n = Vec::new();
-                        walk(w, Some(g), vars, &mut c, path, false, &mut n).is_ok()
+                        walk(w, Some(g), vars, &mut c, element(w, *i), &mut n).is_ok()
                     }
                 });
                 match found {
                     Some((i, g)) => {
                         used[i] = true;
                         // Re-run to keep captures and notes of the chosen element.
-                        walk(w, Some(g), vars, captures, path, false, notes)?;
+                        walk(w, Some(g), vars, captures, element(w, i), notes)?;
                     }
                     None => return fail(format!("an element matching {w}")),
                 }
             }
             Ok(())
         }
+        "$raw" | "$ordered" => {
+            let want = vars.value(arg).map_err(|e| format!("{}: {e}", at(path)))?;
+            let Value::String(want) = want else {
+                return Err(format!(
+                    "{}: `{op}` needs a string holding JSON text, e.g. '{{\"a\":1}}'",
+                    at(path)
+                ));
+            };
+            let Some(got) = here.text else {
+                return fail(format!("the JSON text {want}"));
+            };
+            if op == "$raw" {
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{}: expected exactly the text {want}, got the text {}",
+                        at(path),
+                        super::client::clip(got, 300)
+                    ))
+                }
+            } else {
+                super::rawjson::ordered_eq(&want, got).map_err(|why| format!("{}: {why}", at(path)))
+            }
+        }
         other => Err(format!(
-            "{}: unknown operator `{other}`; use $eq, $len, $not, $one_of, $set or $contains",
+            "{}: unknown operator `{other}`; use $eq, $len, $not, $one_of, $set, $contains, $raw or $ordered",
             at(path)
         )),
     }
@@ -682,5 +783,45 @@ mod tests {
             m(json!({"v": {"$eq": {"a": 1}}}), json!({"v": {"a": 1}})),
             Outcome::Match
         );
+    }
+
+    #[test]
+    fn raw_and_ordered_look_at_the_text() {
+        let text = r#"{"type":"message","data":{"z": 1,"a":1.50},"fromMetadata":{"name":"Ann","color":"teal"},"joined":[{"metadata":{"b":1,"a":2}}]}"#;
+        let got: Value = serde_json::from_str(text).unwrap();
+        let f = |want: Value| match_frame(&want, &got, text, &vars(), &mut Vec::new());
+        assert_eq!(
+            f(json!({"data": {"$raw": r#"{"z": 1,"a":1.50}"#}})),
+            Outcome::Match
+        );
+        assert!(matches!(
+            f(json!({"data": {"$raw": r#"{"z":1,"a":1.5}"#}})),
+            Outcome::Mismatch(_)
+        ));
+        assert_eq!(
+            f(json!({"fromMetadata": {"$ordered": r#"{"name": "Ann", "color": "teal"}"#}})),
+            Outcome::Match
+        );
+        assert!(matches!(
+            f(json!({"fromMetadata": {"$ordered": r#"{"color":"teal","name":"Ann"}"#}})),
+            Outcome::Mismatch(_)
+        ));
+        assert_eq!(
+            f(json!({"joined": [{"metadata": {"$ordered": r#"{"b":1,"a":2}"#}}]})),
+            Outcome::Match
+        );
+        assert_eq!(
+            f(json!({"joined": {"$set": [{"metadata": {"$raw": r#"{"b":1,"a":2}"#}}]}})),
+            Outcome::Match
+        );
+        assert!(matches!(
+            f(json!({"nope": {"$raw": "1"}})),
+            Outcome::Mismatch(_)
+        ));
+        // Without the text (a value built elsewhere) the operators cannot match.
+        assert!(matches!(
+            m(json!({"data": {"$raw": "1"}}), json!({"data": 1})),
+            Outcome::Mismatch(_)
+        ));
     }
 }

@@ -17,6 +17,7 @@ pub mod coverage;
 pub mod invariants;
 pub mod log;
 pub mod matcher;
+pub mod rawjson;
 pub mod report;
 pub mod runner;
 pub mod selfcheck;

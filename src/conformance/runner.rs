@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -24,7 +25,7 @@ use super::case::{
 use super::client::{ConnectError, ConnectOptions, Event, Pacer, SourceIps, WsConn, clip};
 use super::invariants::{ConnState, check_text};
 use super::log::Log;
-use super::matcher::{Outcome, Vars, match_value};
+use super::matcher::{Outcome, Vars, match_frame, match_value};
 use super::verdict::{CaseResult, Failure, Transcript, Verdict, grade};
 use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
@@ -858,19 +859,38 @@ impl<'a> Ctx<'a> {
         if let Some(p) = &spec.permissions {
             claims.insert("permissions".into(), json!(p));
         }
-        if let Some(m) = &spec.peer_metadata {
-            claims.insert("peerMetadata".into(), self.subst(m)?);
-        }
-        if let Some(m) = &spec.metadata {
-            claims.insert("metadata".into(), self.subst(m)?);
+        // Metadata claims go into the token as JSON text, so a case can mint members in an
+        // order of its choosing (a `Map` would sort them).
+        let mut texts: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
+        for (claim, var, given) in [
+            ("peerMetadata", "peer_metadata", &spec.peer_metadata),
+            ("metadata", "metadata", &spec.metadata),
+        ] {
+            let text = match given {
+                None => continue,
+                Some(Value::String(text)) => self.subst_text(text)?,
+                Some(table) => self.subst(table)?.to_string(),
+            };
+            let raw = RawValue::from_string(text.clone())
+                .map_err(|e| StepFail::new(format!("JSON text for `{var}`"), e.to_string()))?;
+            self.vars.set(format!("{var}.{peer}"), text);
+            texts.insert(claim.into(), raw);
         }
         if let Some(extra) = &spec.claims {
             for (k, v) in extra {
+                texts.remove(k);
                 claims.insert(k.clone(), self.subst(v)?);
             }
         }
-        let claims = Value::Object(claims);
         let exp = claims.get("exp").and_then(Value::as_i64);
+        for (k, v) in claims {
+            // A Value always has a JSON text.
+            texts.insert(
+                k,
+                serde_json::value::to_raw_value(&v).expect("values serialize"),
+            );
+        }
+        let claims = texts;
         let secret = keys.secret.as_bytes();
         let sign = |alg: Algorithm, kid: Option<&str>, secret: &[u8]| {
             let mut header = Header::new(alg);
@@ -896,7 +916,7 @@ impl<'a> Ctx<'a> {
                 format!(
                     "{}.{}.",
                     b64.encode(header.to_string()),
-                    b64.encode(claims.to_string())
+                    b64.encode(serde_json::to_string(&claims).unwrap_or_default())
                 )
             }
             _ => sign(Algorithm::HS256, Some(&keys.key_id), secret)?,
@@ -1065,7 +1085,7 @@ impl<'a> Ctx<'a> {
         skip.is_some_and(|s| {
             let actual: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             !matches!(
-                match_value(s, Some(&actual), &self.vars, &mut Vec::new()),
+                match_frame(s, &actual, text, &self.vars, &mut Vec::new()),
                 Outcome::Mismatch(_)
             )
         })
@@ -1101,7 +1121,7 @@ impl<'a> Ctx<'a> {
             };
             let actual: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
             let mut caps = Vec::new();
-            let outcome = match_value(frame, Some(&actual), &self.vars, &mut caps);
+            let outcome = match_frame(frame, &actual, &text, &self.vars, &mut caps);
             if matches!(outcome, Outcome::Mismatch(_)) && self.skippable(skip, &text) {
                 continue;
             }
@@ -1195,7 +1215,7 @@ impl<'a> Ctx<'a> {
             let actual: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let hit = left.iter().position(|w| {
                 !matches!(
-                    match_value(w, Some(&actual), &self.vars, &mut Vec::new()),
+                    match_frame(w, &actual, &text, &self.vars, &mut Vec::new()),
                     Outcome::Mismatch(_)
                 )
             });
@@ -1204,7 +1224,7 @@ impl<'a> Ctx<'a> {
                     let w = left.remove(i);
                     let mut caps = Vec::new();
                     if let Outcome::NonStrict(n) =
-                        match_value(w, Some(&actual), &self.vars, &mut caps)
+                        match_frame(w, &actual, &text, &self.vars, &mut caps)
                     {
                         self.notes.push(format!("peer {peer}: {n}"));
                     }
@@ -1243,7 +1263,7 @@ impl<'a> Ctx<'a> {
                 (Event::Text { text, .. }, Some(f)) => {
                     let actual: Value = serde_json::from_str(text).unwrap_or(Value::Null);
                     !matches!(
-                        match_value(f, Some(&actual), &self.vars, &mut Vec::new()),
+                        match_frame(f, &actual, text, &self.vars, &mut Vec::new()),
                         Outcome::Mismatch(_)
                     )
                 }
@@ -1514,7 +1534,7 @@ impl<'a> Ctx<'a> {
             let actual: Value = serde_json::from_str(&text)
                 .map_err(|_| StepFail::new(format!("a JSON body from {what}"), clip(&text, 300)))?;
             let mut caps = Vec::new();
-            match match_value(expect, Some(&actual), &self.vars, &mut caps) {
+            match match_frame(expect, &actual, &text, &self.vars, &mut caps) {
                 Outcome::Match => {}
                 Outcome::NonStrict(n) => self.notes.push(format!("{what}: {n}")),
                 Outcome::Mismatch(why) => {

@@ -4,7 +4,10 @@
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
 };
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::limits::{
@@ -122,7 +125,7 @@ pub enum TokenError {
 }
 
 /// A token whose signature and claims checked out.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub key_id: String,
     pub sub: Option<String>,
@@ -130,8 +133,11 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub channels: Option<Vec<String>>,
     pub permissions: Option<Vec<String>>,
-    pub peer_metadata: Option<Map<String, Value>>,
-    pub metadata: Option<Map<String, Value>>,
+    /// The claim's JSON text exactly as the token carries it: relayed unmodified (MSG-2,
+    /// PFR-2), so member order, number spelling and escapes survive.
+    pub peer_metadata: Option<Box<RawValue>>,
+    /// The claim's JSON text as the token carries it (JWT-10: relayed verbatim).
+    pub metadata: Option<Box<RawValue>>,
 }
 
 /// Milliseconds before `exp` at which a live session is closed, and below which a new
@@ -160,19 +166,30 @@ pub fn verify<'k>(
     validation.validate_aud = false;
     validation.validate_nbf = false;
     validation.required_spec_claims.clear();
-    let data = decode::<Map<String, Value>>(token, &DecodingKey::from_secret(secret), &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => invalid("bad signature"),
-            _ => invalid("malformed token"),
-        })?;
+    // Claims stay raw JSON text: a `Map` would re-sort the metadata members and respell
+    // its numbers, and both are relayed unmodified.
+    let data = decode::<HashMap<String, Box<RawValue>>>(
+        token,
+        &DecodingKey::from_secret(secret),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => invalid("bad signature"),
+        _ => invalid("malformed token"),
+    })?;
     let claims = data.claims;
+    let parsed = |name: &str| -> Option<Value> {
+        claims
+            .get(name)
+            .map(|raw| serde_json::from_str(raw.get()).unwrap_or(Value::Null))
+    };
 
-    let sub = match claims.get("sub") {
+    let sub = match parsed("sub") {
         None => None,
-        Some(Value::String(s)) if valid_peer_id(s) => Some(s.clone()),
+        Some(Value::String(s)) if valid_peer_id(&s) => Some(s),
         Some(_) => return Err(invalid("sub must be 1-128 bytes of printable ASCII")),
     };
-    let exp = match claims.get("exp") {
+    let exp = match parsed("exp") {
         Some(Value::Number(n)) => n
             .as_i64()
             .ok_or_else(|| invalid("exp must be an integer"))?,
@@ -188,7 +205,7 @@ pub fn verify<'k>(
     let permissions = string_list(&claims, "permissions", MAX_TOKEN_PERMISSIONS)?;
     let peer_metadata = object_claim(&claims, "peerMetadata", MAX_PEER_METADATA_BYTES)?;
     let metadata = object_claim(&claims, "metadata", MAX_METADATA_BYTES)?;
-    if let Some(nbf) = claims.get("nbf") {
+    if let Some(nbf) = parsed("nbf") {
         let nbf = nbf
             .as_i64()
             .ok_or_else(|| invalid("nbf must be an integer"))?;
@@ -211,46 +228,66 @@ pub fn verify<'k>(
 }
 
 fn string_list(
-    claims: &Map<String, Value>,
+    claims: &HashMap<String, Box<RawValue>>,
     name: &str,
     max: usize,
 ) -> Result<Option<Vec<String>>, TokenError> {
-    let Some(value) = claims.get(name) else {
+    let Some(raw) = claims.get(name) else {
         return Ok(None);
     };
     let bad = || TokenError::Invalid(format!("{name} must be an array of at most {max} strings"));
-    let items = value.as_array().ok_or_else(bad)?;
-    if items.len() > max {
-        return Err(bad());
+    match serde_json::from_str::<Vec<String>>(raw.get()) {
+        Ok(items) if items.len() <= max => Ok(Some(items)),
+        _ => Err(bad()),
     }
-    items
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
-        .collect::<Result<_, _>>()
-        .map(Some)
 }
 
 fn object_claim(
-    claims: &Map<String, Value>,
+    claims: &HashMap<String, Box<RawValue>>,
     name: &str,
     max_bytes: usize,
-) -> Result<Option<Map<String, Value>>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Object(map)) => {
-            let size = serde_json::to_string(map)
-                .map(|s| s.len())
-                .unwrap_or(usize::MAX);
-            if size > max_bytes {
-                Err(TokenError::Invalid(format!(
-                    "{name} is {size} bytes, over the {max_bytes}-byte limit"
-                )))
-            } else {
-                Ok(Some(map.clone()))
-            }
-        }
-        Some(_) => Err(TokenError::Invalid(format!("{name} must be a JSON object"))),
+) -> Result<Option<Box<RawValue>>, TokenError> {
+    let Some(raw) = claims.get(name) else {
+        return Ok(None);
+    };
+    check_object(raw, max_bytes)
+        .map(|()| Some(raw.clone()))
+        .map_err(|why| TokenError::Invalid(format!("{name} {why}")))
+}
+
+/// Checks that `raw` is a JSON object whose compact serialization is at most `max_bytes`
+/// (JWT-8/9, REST-13), without parsing it into a map: the text is relayed as it is.
+pub fn check_object(raw: &RawValue, max_bytes: usize) -> Result<(), String> {
+    if !raw.get().starts_with('{') {
+        return Err("must be a JSON object".into());
     }
+    let size = compact_len(raw.get());
+    if size > max_bytes {
+        return Err(format!("is {size} bytes, over the {max_bytes}-byte limit"));
+    }
+    Ok(())
+}
+
+/// The length of `json` without the whitespace between its tokens: the size of its
+/// compact serialization with member order, escapes and number spelling as written.
+pub fn compact_len(json: &str) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        }
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -287,7 +324,25 @@ mod tests {
         assert_eq!(v.sub.as_deref(), Some("dana-42"));
         assert_eq!(v.exp, 1767229200);
         assert_eq!(v.channels.unwrap().len(), 2);
-        assert_eq!(v.peer_metadata.unwrap()["displayName"], "Dana");
+        assert_eq!(
+            v.peer_metadata.unwrap().get(),
+            r#"{"displayName":"Dana","tier":"agent"}"#
+        );
+    }
+
+    #[test]
+    fn metadata_claims_keep_their_text() {
+        let exp = NOW_MS / 1000 + 3600;
+        let meta = r#"{"name":"Ann","color":"teal","n":9007199254740993,"u":"\u00e9","x":1.50,"o":{"z":[1e2]}}"#;
+        let claims = format!(r#"{{"exp":{exp},"peerMetadata":{meta},"metadata":{meta}}}"#);
+        let claims = RawValue::from_string(claims).unwrap();
+        let v = verify(&mint(KID, SECRET, &claims), lookup, NOW_MS).unwrap();
+        assert_eq!(v.peer_metadata.unwrap().get(), meta);
+        assert_eq!(v.metadata.unwrap().get(), meta);
+        assert_eq!(
+            compact_len(r#"{ "a" : [1, 2],"b":" x y " }"#),
+            r#"{"a":[1,2],"b":" x y "}"#.len()
+        );
     }
 
     #[test]
@@ -301,8 +356,8 @@ mod tests {
         ));
         let unknown = mint("sk_id_nope", SECRET, &json!({"sub": "a", "exp": exp}));
         assert_eq!(
-            verify(&unknown, lookup, NOW_MS),
-            Err(TokenError::Invalid("key not found".into()))
+            verify(&unknown, lookup, NOW_MS).err(),
+            Some(TokenError::Invalid("key not found".into()))
         );
         // alg none: header rewritten, signature stripped.
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -357,12 +412,12 @@ mod tests {
         let t = token(json!({"exp": exp_s}));
         assert!(verify(&t, lookup, exp_s * 1000 - 251).is_ok());
         assert_eq!(
-            verify(&t, lookup, exp_s * 1000 - 249),
-            Err(TokenError::Expired)
+            verify(&t, lookup, exp_s * 1000 - 249).err(),
+            Some(TokenError::Expired)
         );
         assert_eq!(
-            verify(&t, lookup, exp_s * 1000 + 60_000),
-            Err(TokenError::Expired)
+            verify(&t, lookup, exp_s * 1000 + 60_000).err(),
+            Some(TokenError::Expired)
         );
         // A bad signature on an expired token is still 4001, not 4002.
         let forged = mint(KID, b"x", &json!({"exp": 1}));

@@ -453,6 +453,36 @@ impl From<Rejection> for ServerFrame {
     }
 }
 
+/// Builds the `welcome` text, members in the order of SPEC §9.1. `expires_at` is
+/// `Some(None)` for `null` (publishable keys, WEL-3) and `None` to leave the member out
+/// (only a fault switch does); `metadata` is relayed as given (JWT-10).
+pub fn welcome_text(
+    peer_id: &str,
+    expires_at: Option<Option<i64>>,
+    server_time: i64,
+    max_message_size: u64,
+    metadata: Option<&RawValue>,
+) -> String {
+    let mut out =
+        String::with_capacity(112 + peer_id.len() + metadata.map_or(0, |m| m.get().len()));
+    out.push_str(r#"{"type":"welcome","peerId":"#);
+    push_json_str(&mut out, peer_id);
+    match expires_at {
+        Some(Some(exp)) => out.push_str(&format!(r#","expiresAt":{exp}"#)),
+        Some(None) => out.push_str(r#","expiresAt":null"#),
+        None => {}
+    }
+    out.push_str(&format!(
+        r#","serverTime":{server_time},"maxMessageSize":{max_message_size}"#
+    ));
+    if let Some(meta) = metadata {
+        out.push_str(r#","metadata":"#);
+        out.push_str(meta.get());
+    }
+    out.push('}');
+    out
+}
+
 /// Builds `{"type":"message",…}` text directly from pre-serialized parts, so a broadcast is
 /// serialized once per (channel, metadata variant) rather than per recipient.
 pub fn message_text(

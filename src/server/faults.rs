@@ -44,6 +44,7 @@ faults! {
     PresenceNullLeft = "presence-null-left": "deltas carry \"left\":null instead of [] (PFR-1)",
     MetadataAlways = "metadata-always": "fromMetadata stamped without includeSenderMetadata (PUB-6)",
     MetadataNever = "metadata-never": "message frames never carry fromMetadata (PUB-6)",
+    MetadataReordered = "metadata-reordered": "peerMetadata and metadata are re-serialized with sorted keys and respelled numbers and escapes (MSG-2, PFR-2, JWT-10)",
     DirectNoMetadata = "direct-no-metadata": "direct frames never carry fromMetadata (SEND-6)",
     EchoPublisher = "echo-publisher": "the publisher receives its own message (PUB-4)",
     FromSpoofable = "from-spoofable": "message.from is taken from data.from when present (MSG-1)",

@@ -16,7 +16,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -29,9 +31,40 @@ use super::{admin, rest, tls};
 
 pub type Resp = Response<Full<Bytes>>;
 
+/// A JSON object whose members serialize in the order written: `json!` sorts them (its
+/// map is a BTreeMap without serde_json's `preserve_order`), while SPEC shows the bodies
+/// the server writes itself, e.g. REST-42 `{"peerId", "closed"}`, in a fixed order.
+#[derive(Debug)]
+pub struct Ordered(pub Vec<(&'static str, Box<RawValue>)>);
+
+impl Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `ordered!({"a": x, "b": y})`: an [`Ordered`] object (nest `ordered!` to keep the order
+/// inside members too).
+macro_rules! ordered {
+    ({ $($k:literal : $v:expr),* $(,)? }) => {
+        $crate::server::http::Ordered(vec![$((
+            $k,
+            // Values are strings, numbers, booleans, raw JSON and `Ordered`: never failing.
+            serde_json::value::to_raw_value(&$v).expect("response members serialize"),
+        )),*])
+    };
+}
+pub(crate) use ordered;
+
 /// A JSON response.
-pub fn json_response(status: StatusCode, body: &Value) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
+    // Our bodies are string-keyed maps, structs and raw JSON: serializing cannot fail.
+    let text = serde_json::to_string(body).expect("response bodies serialize");
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -42,7 +75,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Resp {
 
 /// An error response `{"error","message"}` (REST-6).
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Resp {
-    json_response(status, &json!({"error": code, "message": message}))
+    json_response(status, &ordered!({"error": code, "message": message}))
 }
 
 /// Binds `addr` with a 4096 backlog (the kernel's somaxconn here; tokio's default is

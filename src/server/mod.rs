@@ -16,6 +16,7 @@
 //!   delivery perturbations.
 
 pub mod admin;
+pub mod admit;
 pub mod config;
 pub mod delay;
 pub mod faults;

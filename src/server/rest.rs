@@ -10,18 +10,19 @@ use std::sync::atomic::Ordering;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode, header};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
 
 use super::faults::Fault;
-use super::http::{Resp, error_response, json_response};
+use super::http::{Resp, error_response, json_response, ordered};
 use super::state::{SecretKey, Shared};
 use crate::proto::auth;
+use crate::proto::auth::check_object;
 use crate::proto::limits::{
     MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_CHANNELS, MAX_TOKEN_PERMISSIONS,
     is_reserved, valid_channel, valid_peer_id,
 };
-use crate::proto::{Action, Actions, Claims, close};
+use crate::proto::{Action, Actions, close};
 
 /// A REST failure: status, stable code, message.
 pub type Failure = (StatusCode, &'static str, String);
@@ -116,24 +117,20 @@ fn members(body: &[u8]) -> Result<HashMap<String, &RawValue>, Failure> {
     serde_json::from_slice(body).or_else(|e| bad(format!("request body is not a JSON object: {e}")))
 }
 
-fn object_member(
-    m: &HashMap<String, &RawValue>,
+/// An object member checked for shape and compact size, kept as the text the client
+/// sent: metadata is relayed unmodified (MSG-2, PFR-2).
+fn object_member<'a>(
+    m: &HashMap<String, &'a RawValue>,
     name: &str,
     max: usize,
-) -> Result<Option<Map<String, Value>>, Failure> {
+) -> Result<Option<&'a RawValue>, Failure> {
     let Some(raw) = m.get(name) else {
         return Ok(None);
     };
-    let Ok(map) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
-        return bad(format!("`{name}` must be a JSON object"));
-    };
-    let size = serde_json::to_string(&map).map_or(usize::MAX, |s| s.len());
-    if size > max {
-        return bad(format!(
-            "`{name}` is {size} bytes, over the {max}-byte limit"
-        ));
+    match check_object(raw, max) {
+        Ok(()) => Ok(Some(*raw)),
+        Err(why) => bad(format!("`{name}` {why}")),
     }
-    Ok(Some(map))
 }
 
 fn string_list(
@@ -238,7 +235,7 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
             let body = read_body(req, sh.limits.rest_body_limit).await?;
             tokens(sh, &key, &body)
         }
-        Route::Usage => Ok(json_response(StatusCode::OK, &key.app.usage_json())),
+        Route::Usage => Ok(json_response(StatusCode::OK, &key.app.usage())),
         Route::Kick(id) => {
             if !valid_peer_id(&id) {
                 return bad("peer id must be 1-128 bytes of printable ASCII");
@@ -251,7 +248,7 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
             let closed = key.app.hub.close_peer(&id, code);
             Ok(json_response(
                 StatusCode::OK,
-                &json!({"peerId": id, "closed": closed}),
+                &ordered!({"peerId": id, "closed": closed}),
             ))
         }
         Route::Peers(channel) => {
@@ -273,7 +270,7 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
             })?;
             Ok(json_response(
                 StatusCode::OK,
-                &json!({"channel": channel, "peers": peers}),
+                &ordered!({"channel": channel, "peers": peers}),
             ))
         }
         Route::Publish(channel) => {
@@ -311,6 +308,23 @@ fn check_channel(key: &SecretKey, channel: &str, action: Action) -> Result<(), F
         );
     }
     Ok(())
+}
+
+/// The claims `POST /v1/tokens` signs, in the order of SPEC A.1. The metadata members
+/// are the request's own text, so the token carries them unmodified.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MintClaims<'a> {
+    sub: &'a str,
+    exp: i64,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<Vec<String>>,
+    permissions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_metadata: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a RawValue>,
 }
 
 /// `POST /v1/tokens` (REST-12…14).
@@ -374,23 +388,22 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
     }
     let now = sh.clock.now_s();
     let exp = now + ttl as i64;
-    let claims = Claims {
-        sub: Some(peer_id),
-        exp: Some(exp),
-        iat: Some(now),
-        nbf: None,
+    let claims = MintClaims {
+        sub: &peer_id,
+        exp,
+        iat: now,
         channels,
-        permissions: Some(match permissions {
+        permissions: match permissions {
             Some(p) => Actions::from_names(p).names(),
             None => key.actions.names(),
-        }),
+        },
         peer_metadata,
         metadata,
     };
     let token = auth::mint(&key.id, key.secret.as_bytes(), &claims);
     Ok(json_response(
         StatusCode::OK,
-        &json!({"token": token, "expiresAt": exp}),
+        &ordered!({"token": token, "expiresAt": exp}),
     ))
 }
 
@@ -414,10 +427,7 @@ fn publish(sh: &Shared, key: &SecretKey, channel: &str, body: &[u8]) -> Result<R
             _ => return bad("`from` must be 1-128 bytes of printable ASCII"),
         },
     };
-    let meta = object_member(&m, "peerMetadata", MAX_PEER_METADATA_BYTES)?.map(|map| {
-        RawValue::from_string(serde_json::to_string(&map).expect("maps serialize"))
-            .expect("valid JSON")
-    });
+    let meta = object_member(&m, "peerMetadata", MAX_PEER_METADATA_BYTES)?;
     if !key.app.charge_message() {
         return fail(
             StatusCode::TOO_MANY_REQUESTS,
@@ -432,11 +442,11 @@ fn publish(sh: &Shared, key: &SecretKey, channel: &str, body: &[u8]) -> Result<R
         channel,
         &from,
         data,
-        meta.as_deref(),
+        meta,
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"channel": channel, "delivered": delivered}),
+        &ordered!({"channel": channel, "delivered": delivered}),
     ))
 }
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -26,16 +25,16 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use uuid::Uuid;
 
+use super::admit::{Admitted, Refusal, authenticate};
 use super::config::RateLimit;
 use super::faults::Fault;
 use super::hub::{Conn, Leave, push};
 use super::outbox::{ABORT, Item};
-use super::state::{App, Matcher, Scope, Shared};
+use super::state::{App, Scope, Shared};
 use super::variants::Variant;
-use crate::proto::auth::{self, EXPIRY_LEAD_MS, TokenError};
-use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
+use crate::proto::auth::EXPIRY_LEAD_MS;
+use crate::proto::frame::{self, Inbound, Request, direct_text, parse_request};
 use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
 use crate::proto::pattern::is_wildcard;
 use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
@@ -50,177 +49,6 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// tungstenite read buffer, allocated eagerly per connection: the main per-connection
 /// memory cost (LIMITS.md A1).
 const READ_BUFFER: usize = 4 * 1024;
-
-/// A connection that passed credential verification (CONN-6 step 3).
-#[derive(Debug)]
-pub struct Admitted {
-    pub app: Arc<App>,
-    pub peer_id: String,
-    /// Token `exp` (Unix s); `None` for publishable keys.
-    pub expires_at: Option<i64>,
-    /// The token had expired and was let in by the `accept-expired` fault.
-    pub expired_admitted: bool,
-    pub scope: Arc<Scope>,
-    pub actions: Actions,
-    pub peer_metadata: Option<Map<String, Value>>,
-    pub metadata: Option<Map<String, Value>>,
-}
-
-/// Why a connection was refused after the upgrade: close code and reason.
-pub type Refusal = (u16, &'static str);
-
-fn percent_decode(v: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(v)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
-}
-
-/// Verifies the credential in the query string (CONN-2/3, AUTH-1…10, JWT-*).
-pub fn authenticate(
-    sh: &Shared,
-    query: Option<&str>,
-    origin: Option<&str>,
-) -> Result<Admitted, Refusal> {
-    let (mut token, mut key, mut n_token, mut n_key) = (None, None, 0, 0);
-    for pair in query.unwrap_or_default().split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "token" => {
-                n_token += 1;
-                token = percent_decode(value);
-            }
-            "key" => {
-                n_key += 1;
-                key = percent_decode(value);
-            }
-            _ => {}
-        }
-    }
-    const BAD: Refusal = (close::INVALID_TOKEN, "invalid token");
-    match (n_token, n_key) {
-        (1, 0) => verify_token(sh, token.as_deref().ok_or(BAD)?),
-        (0, 1) => verify_publishable(sh, key.as_deref().ok_or(BAD)?, origin),
-        (0, 0) => Err((close::INVALID_TOKEN, "no token or key given")),
-        _ => Err((close::INVALID_TOKEN, "give either token or key, not both")),
-    }
-}
-
-fn turn_metadata(
-    sh: &Shared,
-    inject: bool,
-    metadata: Option<Map<String, Value>>,
-) -> Option<Map<String, Value>> {
-    match (&sh.turn, inject) {
-        (Some(servers), true) => {
-            let mut m = metadata.unwrap_or_default();
-            // AUTH-14: the token's own iceServers win.
-            m.entry("iceServers").or_insert_with(|| servers.clone());
-            Some(m)
-        }
-        _ => metadata,
-    }
-}
-
-fn verify_publishable(
-    sh: &Shared,
-    key_id: &str,
-    origin: Option<&str>,
-) -> Result<Admitted, Refusal> {
-    let key = sh
-        .publishable_key(key_id)
-        .filter(|k| !k.revoked.load(Ordering::Relaxed))
-        .ok_or((close::INVALID_TOKEN, "unknown or revoked key"))?;
-    if let Some(origin) = origin
-        && !key.allowed_origins.is_empty()
-        && !key.allowed_origins.iter().any(|o| o == origin)
-    {
-        return Err((close::INVALID_TOKEN, "origin not allowed for this key"));
-    }
-    Ok(Admitted {
-        app: key.app.clone(),
-        peer_id: Uuid::new_v4().to_string(),
-        expires_at: None,
-        expired_admitted: false,
-        scope: Arc::new(Scope {
-            key: key.patterns.clone(),
-            token: None,
-        }),
-        actions: key.actions,
-        peer_metadata: None,
-        metadata: turn_metadata(sh, key.auto_inject_turn, None),
-    })
-}
-
-/// The claims of a token, unverified (used only by fault switches).
-fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn verify_token(sh: &Shared, token: &str) -> Result<Admitted, Refusal> {
-    const BAD: Refusal = (close::INVALID_TOKEN, "invalid token");
-    let f = sh.faults;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| BAD)?;
-    let kid = header.kid.unwrap_or_default();
-    let key = sh
-        .secret_key(&kid)
-        .filter(|k| !k.revoked.load(Ordering::Relaxed))
-        .or_else(|| {
-            f.has(Fault::AcceptUnknownKid)
-                .then(|| sh.first_secret_key())
-                .flatten()
-        })
-        .ok_or((close::INVALID_TOKEN, "key not found"))?;
-    let now_ms = sh.clock.now_ms();
-    let secret = key.secret.as_bytes();
-    let mut token = std::borrow::Cow::Borrowed(token);
-    let mut expired_admitted = false;
-    let mut result = auth::verify(&token, |_| Some(secret), now_ms);
-    if f.has(Fault::AcceptBadSignature)
-        && matches!(&result, Err(TokenError::Invalid(why)) if why == "bad signature")
-    {
-        // Re-sign the claims with the right secret, so every other check still applies.
-        let claims = unverified_claims(&token).ok_or(BAD)?;
-        token = std::borrow::Cow::Owned(auth::mint(&kid, secret, &claims));
-        result = auth::verify(&token, |_| Some(secret), now_ms);
-    }
-    if f.has(Fault::AcceptExpired) && result == Err(TokenError::Expired) {
-        let exp = unverified_claims(&token)
-            .and_then(|c| c.get("exp").and_then(Value::as_i64))
-            .ok_or(BAD)?;
-        result = auth::verify(&token, |_| Some(secret), exp.saturating_mul(1000) - 1000);
-        expired_admitted = true;
-    }
-    let v = result.map_err(|e| match e {
-        TokenError::Expired => (close::TOKEN_EXPIRED, "token expired"),
-        TokenError::Invalid(_) => BAD,
-    })?;
-    let actions = match &v.permissions {
-        Some(p) => Actions::from_names(p).intersect(key.actions),
-        None => key.actions,
-    };
-    let token_scope = v
-        .channels
-        .as_ref()
-        .map(|c| c.iter().map(|p| Matcher::new(p)).collect());
-    Ok(Admitted {
-        app: key.app.clone(),
-        peer_id: v.sub.unwrap_or_else(|| Uuid::new_v4().to_string()),
-        expires_at: Some(v.exp),
-        expired_admitted,
-        scope: Arc::new(Scope {
-            key: key.patterns.clone(),
-            token: token_scope,
-        }),
-        actions,
-        peer_metadata: v.peer_metadata,
-        metadata: turn_metadata(sh, key.auto_inject_turn, v.metadata),
-    })
-}
 
 /// The tungstenite configuration for a connection of `app`. The library's own size cap is
 /// the protocol's (so oversize is detected before buffering more), and we send 1009.
@@ -403,15 +231,10 @@ async fn start_session<S: Transport>(
         )
         .await;
     }
-    let peer_metadata = a.peer_metadata.as_ref().map(|m| {
-        // A map always serializes, and its JSON text is a valid RawValue.
-        RawValue::from_string(serde_json::to_string(m).expect("maps serialize"))
-            .expect("serialized JSON is valid")
-    });
     let conn = Arc::new(Conn::new(
         sh.next_id(),
         &a.peer_id,
-        peer_metadata,
+        a.peer_metadata.clone(),
         a.actions.contains(Action::Presence),
     ));
     let s = Session {
@@ -510,21 +333,14 @@ async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &C
 }
 
 fn welcome_text(sh: &Shared, a: &Admitted) -> String {
-    let frame = ServerFrame::Welcome {
-        peer_id: a.peer_id.clone(),
-        expires_at: a.expires_at,
-        server_time: sh.clock.now_s(),
-        max_message_size: a.app.max_message_size as u64,
-        metadata: a.metadata.clone(),
-    };
-    if a.expires_at.is_none() && sh.faults.has(Fault::WelcomeMissingExpires) {
-        let mut v = serde_json::to_value(&frame).expect("frames serialize");
-        if let Some(m) = v.as_object_mut() {
-            m.remove("expiresAt");
-        }
-        return v.to_string();
-    }
-    frame.to_text()
+    let omit_expires = a.expires_at.is_none() && sh.faults.has(Fault::WelcomeMissingExpires);
+    frame::welcome_text(
+        &a.peer_id,
+        (!omit_expires).then_some(a.expires_at),
+        sh.clock.now_s(),
+        a.app.max_message_size as u64,
+        a.metadata.as_deref(),
+    )
 }
 
 async fn write_batch<S>(

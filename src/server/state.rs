@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -230,12 +230,17 @@ impl App {
             .store(u.concurrent.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    /// The `GET /v1/usage` body (REST-50).
+    /// The `GET /v1/usage` body (REST-50) as a `Value` (admin hook, tests).
     pub fn usage_json(&self) -> Value {
+        serde_json::to_value(self.usage()).expect("usage serializes")
+    }
+
+    /// The `GET /v1/usage` body (REST-50), members in SPEC's order.
+    pub fn usage(&self) -> super::http::Ordered {
         let (start, end) = *lock(&self.usage.period);
         let plan = self.plan();
         let u = &self.usage;
-        json!({
+        super::http::ordered!({
             "appId": self.id,
             "periodStartUnix": start,
             "periodEndUnix": end,
@@ -244,13 +249,13 @@ impl App {
             "messagesUsed": u.messages_used.load(Ordering::Relaxed),
             "overageMessages": u.overage_messages.load(Ordering::Relaxed),
             "overageConnections": u.overage_connections.load(Ordering::Relaxed),
-            "plan": {
+            "plan": super::http::ordered!({
                 "name": plan.name,
                 "maxConcurrentConnections": plan.max_concurrent_connections,
                 "maxMessagesPerPeriod": plan.max_messages_per_period,
                 "overagesAllowed": plan.overages_allowed,
                 "overagesEnabled": plan.overages_enabled,
-            }
+            }),
         })
     }
 }

@@ -74,12 +74,17 @@ const PEER_A = `interop-a-${RUN}`;
 const PEER_B = `interop-b-${RUN}`;
 const PEER_P1 = `interop-p1-${RUN}`;
 const PEER_P2 = `interop-p2-${RUN}`;
+// Members deliberately out of alphabetical order (and nested): the server must relay
+// peerMetadata unmodified (MSG-2, PFR-2, SEND-6), so what the SDK delivers serializes to
+// exactly the same JSON text; a server that sorts keys fails `sameJson`.
 const META = {
-  [PEER_A]: { displayName: "Alice Interop", role: "tester", n: 1 },
-  [PEER_B]: { displayName: "Bob Interop", role: "tester", n: 2 },
-  [PEER_P1]: { displayName: "Peer One", role: "peer", tags: ["x", "y"] },
-  [PEER_P2]: { displayName: "Peer Two", role: "peer", nested: { ok: true } },
+  [PEER_A]: { name: "Alice Interop", color: "teal", role: "tester", n: 1, nested: { z: 1, a: [2, { y: true, x: null }] } },
+  [PEER_B]: { name: "Bob Interop", color: "plum", role: "tester", n: 2 },
+  [PEER_P1]: { displayName: "Peer One", role: "peer", tags: ["x", "y"], avatar: { w: 64, h: 64 } },
+  [PEER_P2]: { role: "peer", displayName: "Peer Two", nested: { ok: true, id: "p2" } },
 };
+// Equal as serialized JSON: same members in the same order (isDeepStrictEqual ignores order).
+const sameJson = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const CHAN_SC = `interop/sc-${RUN}`;
 const CHAN_MP = `interop/mp-${RUN}`;
 
@@ -349,7 +354,7 @@ step("sc_b_join_seen_by_a", ["sc_subscribe_snapshot", "sc_connect_b"], async () 
   check(hasPeer(snapB.joined, PEER_A), `B's snapshot lacks A: ${show(snapB)}`);
   check(!hasPeer(snapB.joined, PEER_B), `B's snapshot lists B itself: ${show(snapB)}`);
   check(
-    isDeepStrictEqual(entry(snapB.joined, PEER_A).metadata, META[PEER_A]),
+    sameJson(entry(snapB.joined, PEER_A).metadata, META[PEER_A]),
     `A's metadata in B's snapshot ${show(entry(snapB.joined, PEER_A).metadata)} != ${show(META[PEER_A])}`,
   );
   const delta = await S.a.rec.waitFor(
@@ -359,7 +364,7 @@ step("sc_b_join_seen_by_a", ["sc_subscribe_snapshot", "sc_connect_b"], async () 
     ma,
   );
   check(
-    isDeepStrictEqual(entry(delta.joined, PEER_B).metadata, META[PEER_B]),
+    sameJson(entry(delta.joined, PEER_B).metadata, META[PEER_B]),
     `B's metadata in A's join delta ${show(entry(delta.joined, PEER_B).metadata)} != ${show(META[PEER_B])}`,
   );
   check(delta.left.length === 0, `join delta has non-empty left: ${show(delta.left)}`);
@@ -373,7 +378,7 @@ step("sc_publish_a_to_b", ["sc_b_join_seen_by_a"], async () => {
   const msg = await S.b.rec.waitFor("message", (p) => p.channel === CHAN_SC && p.data?.kind === "chat", "B receives A's publish", mb);
   check(msg.from === PEER_A, `message.from ${show(msg.from)} != ${PEER_A}`);
   check(isDeepStrictEqual(msg.data, data), `message.data ${show(msg.data)} != ${show(data)}`);
-  check(isDeepStrictEqual(msg.fromMetadata, META[PEER_A]), `fromMetadata ${show(msg.fromMetadata)} != ${show(META[PEER_A])}`);
+  check(sameJson(msg.fromMetadata, META[PEER_A]), `fromMetadata ${show(msg.fromMetadata)} != ${show(META[PEER_A])}`);
   await sleep(300);
   const echoed = S.a.rec.all("message", (p) => p.channel === CHAN_SC, ma);
   check(echoed.length === 0, `publisher was echoed its own message: ${show(echoed)}`);
@@ -387,7 +392,7 @@ step("sc_direct_a_to_b", ["sc_b_join_seen_by_a"], async () => {
   const d = await S.b.rec.waitFor("direct", (p) => p.data?.kind === "whisper", "B receives A's direct", mb);
   check(d.from === PEER_A, `direct.from ${show(d.from)} != ${PEER_A}`);
   check(isDeepStrictEqual(d.data, data), `direct.data ${show(d.data)} != ${show(data)}`);
-  check(isDeepStrictEqual(d.fromMetadata, META[PEER_A]), `direct.fromMetadata ${show(d.fromMetadata)} != ${show(META[PEER_A])}`);
+  check(sameJson(d.fromMetadata, META[PEER_A]), `direct.fromMetadata ${show(d.fromMetadata)} != ${show(META[PEER_A])}`);
   check(S.a.rec.all("direct", () => true, ma).length === 0, "sender received its own direct");
 });
 
@@ -435,7 +440,7 @@ step("sc_b_unsubscribe_seen_by_a", ["sc_b_join_seen_by_a"], async () => {
     ma,
   );
   check(
-    isDeepStrictEqual(entry(delta.left, PEER_B).metadata, META[PEER_B]),
+    sameJson(entry(delta.left, PEER_B).metadata, META[PEER_B]),
     `left entry metadata ${show(entry(delta.left, PEER_B).metadata)} != ${show(META[PEER_B])}`,
   );
   check(delta.joined.length === 0, `leave delta has non-empty joined: ${show(delta.joined)}`);
@@ -491,10 +496,10 @@ step("mp_join_p2_peer_joined", ["mp_join_p1"], async () => {
   await withTimeout(p.peer.join(CHAN_MP, { includeSenderMetadata: true }), WAIT_MS + 2_000, "P2 join()");
   // P2 learns about P1 from its presence snapshot...
   const seen2 = await p.rec.waitFor("peer-joined", (e) => e.peer.id === PEER_P1, "P2 peer-joined(P1) from snapshot");
-  check(isDeepStrictEqual(seen2.peer.metadata, META[PEER_P1]), `P1 metadata at P2 ${show(seen2.peer.metadata)}`);
+  check(sameJson(seen2.peer.metadata, META[PEER_P1]), `P1 metadata at P2 ${show(seen2.peer.metadata)}`);
   // ...and P1 learns about P2 from the join delta.
   const seen1 = await S.p1.rec.waitFor("peer-joined", (e) => e.peer.id === PEER_P2, "P1 peer-joined(P2)", m1);
-  check(isDeepStrictEqual(seen1.peer.metadata, META[PEER_P2]), `P2 metadata at P1 ${show(seen1.peer.metadata)}`);
+  check(sameJson(seen1.peer.metadata, META[PEER_P2]), `P2 metadata at P1 ${show(seen1.peer.metadata)}`);
   check(
     S.p1.peer.remotePeers.map((r) => r.id).join() === PEER_P2,
     `P1 remotePeers ${show(S.p1.peer.remotePeers.map((r) => r.id))}`,
@@ -511,7 +516,7 @@ step("mp_broadcast_with_sender_metadata", ["mp_join_p2_peer_joined"], async () =
   check(ev.kind === "broadcast", `kind ${ev.kind}`);
   check(ev.senderPeerId === PEER_P2, `senderPeerId ${ev.senderPeerId}`);
   check(isDeepStrictEqual(ev.data, data), `data ${show(ev.data)}`);
-  check(isDeepStrictEqual(ev.senderMetadata, META[PEER_P2]), `senderMetadata ${show(ev.senderMetadata)}`);
+  check(sameJson(ev.senderMetadata, META[PEER_P2]), `senderMetadata ${show(ev.senderMetadata)}`);
   await sleep(200);
   check(S.p2.rec.all("data", () => true, m2).length === 0, "P2 saw its own broadcast");
 });
@@ -524,7 +529,7 @@ step("mp_direct_sendTo", ["mp_join_p2_peer_joined"], async () => {
   check(ev.kind === "direct", `kind ${ev.kind}`);
   check(ev.senderPeerId === PEER_P1, `senderPeerId ${ev.senderPeerId}`);
   check(isDeepStrictEqual(ev.data, data), `data ${show(ev.data)}`);
-  check(isDeepStrictEqual(ev.senderMetadata, META[PEER_P1]), `senderMetadata ${show(ev.senderMetadata)}`);
+  check(sameJson(ev.senderMetadata, META[PEER_P1]), `senderMetadata ${show(ev.senderMetadata)}`);
 });
 
 step("mp_oversize_refused", ["mp_join_p2_peer_joined"], async () => {
@@ -555,7 +560,7 @@ step("mp_close_peer_left", ["mp_join_p2_peer_joined"], async () => {
   const left2 = await S.p2.rec.waitFor("left", () => true, "P2 left event", m2);
   check(left2.peerId === PEER_P2 && left2.channel === CHAN_MP, `P2 left event ${show(left2)}`);
   const ev = await S.p1.rec.waitFor("peer-left", (e) => e.peer.id === PEER_P2, "P1 peer-left(P2)", m1);
-  check(isDeepStrictEqual(ev.peer.metadata, META[PEER_P2]), `peer-left metadata ${show(ev.peer.metadata)}`);
+  check(sameJson(ev.peer.metadata, META[PEER_P2]), `peer-left metadata ${show(ev.peer.metadata)}`);
   check(S.p1.peer.remotePeers.length === 0, `P1 remotePeers ${show(S.p1.peer.remotePeers.map((r) => r.id))}`);
 });
 
