@@ -15,8 +15,11 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::Value;
 
+use crate::junit;
 use crate::report::html::{self, RunDir, esc, fmt_ms, fmt_num};
 use crate::report::plot::{self, Series};
+use crate::rules::{self, Suffix, is_micros, is_millis, is_sparse};
+pub use crate::rules::{Op, Unit, flatten};
 
 /// The forms a rule may take, quoted in every syntax error.
 pub const RULE_SYNTAX: &str = "METRIC>+N%  METRIC<-N%  (relative change from BASE), METRIC>+N  METRIC<-N  (absolute change; ms, us or s allowed for latencies), METRIC>N  METRIC<N  METRIC>=N  METRIC<=N  METRIC==N  METRIC!=N  (value of NEW); e.g. 'fanout.p99>+10%', 'fanout.p99>+5ms', 'lost>0', 'valid==false'";
@@ -73,35 +76,6 @@ pub enum RuleError {
     },
 }
 
-/// Comparison operator of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Gt,
-    Ge,
-    Lt,
-    Le,
-    Eq,
-    Ne,
-}
-
-impl Op {
-    fn holds(self, lhs: f64, rhs: f64) -> bool {
-        // Relative tolerance so 0.1+0.2 == 0.3; infinities (a change from a zero baseline) are never close to a finite bound.
-        let close = lhs == rhs
-            || (lhs.is_finite()
-                && rhs.is_finite()
-                && (lhs - rhs).abs() <= 1e-9 * lhs.abs().max(rhs.abs()).max(1.0));
-        match self {
-            Op::Gt => lhs > rhs && !close,
-            Op::Ge => lhs > rhs || close,
-            Op::Lt => lhs < rhs && !close,
-            Op::Le => lhs < rhs || close,
-            Op::Eq => close,
-            Op::Ne => !close,
-        }
-    }
-}
-
 /// What the metric is compared with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rhs {
@@ -113,32 +87,8 @@ pub enum Rhs {
     Percent(f64),
 }
 
-/// A time unit written after a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Us,
-    Ms,
-    S,
-}
-
-impl Unit {
-    fn micros(self) -> f64 {
-        match self {
-            Unit::Us => 1.0,
-            Unit::Ms => 1e3,
-            Unit::S => 1e6,
-        }
-    }
-    fn as_str(self) -> &'static str {
-        match self {
-            Unit::Us => "us",
-            Unit::Ms => "ms",
-            Unit::S => "s",
-        }
-    }
-}
-
-/// One `--fail-on` rule.
+/// One `--fail-on` rule: the shared grammar ([`crate::rules`]) read with a baseline, so a
+/// sign means "change from BASE".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// The rule as the user wrote it (names the JUnit testcase).
@@ -158,98 +108,28 @@ impl fmt::Display for Rule {
 impl Rule {
     /// Parses `METRIC OP RHS`; see [`RULE_SYNTAX`].
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
-        let syntax = |problem: &str| RuleError::Syntax {
+        let syntax = |problem: String| RuleError::Syntax {
             rule: text.to_string(),
-            problem: problem.to_string(),
+            problem,
         };
-        let t = text.trim();
-        let (pos, op, len) = ["==", "!=", ">=", "<=", ">", "<"]
-            .iter()
-            .filter_map(|o| t.find(o).map(|p| (p, *o)))
-            .min_by_key(|(p, o)| (*p, std::cmp::Reverse(o.len())))
-            .map(|(p, o)| {
-                let op = match o {
-                    "==" => Op::Eq,
-                    "!=" => Op::Ne,
-                    ">=" => Op::Ge,
-                    "<=" => Op::Le,
-                    ">" => Op::Gt,
-                    _ => Op::Lt,
-                };
-                (p, op, o.len())
-            })
-            .ok_or_else(|| syntax("no comparison operator (>, <, >=, <=, ==, !=)"))?;
-        let metric = t[..pos].trim();
-        if metric.is_empty() {
-            return Err(syntax("no metric before the operator"));
-        }
-        if !metric
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(syntax(&format!(
-                "metric `{metric}` may hold only letters, digits, `.`, `_` and `-`"
-            )));
-        }
-        let mut rest = t[pos + len..].trim();
-        if rest.is_empty() {
-            return Err(syntax("nothing after the operator"));
-        }
-        let sign = match rest.as_bytes()[0] {
-            b'+' => Some(1.0),
-            b'-' => Some(-1.0),
-            _ => None,
-        };
-        if sign.is_some() {
-            rest = rest[1..].trim_start();
-        }
-        let (rhs, unit) = match rest {
-            "true" | "false" if sign.is_none() => {
-                (Rhs::Value(if rest == "true" { 1.0 } else { 0.0 }), None)
+        let r = rules::Rule::parse(text).map_err(|e| syntax(e.0))?;
+        let l = r.limit;
+        let rhs = match (l.sign, l.suffix) {
+            (Some(s), Suffix::Percent) => Rhs::Percent(s * l.number),
+            (None, Suffix::Percent) => {
+                return Err(syntax(
+                    "a percentage is a change from BASE, so it needs a sign: +10% or -10%".into(),
+                ));
             }
-            _ => {
-                let num_end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E'))
-                    .unwrap_or(rest.len());
-                // `e` alone would swallow nothing useful; a unit never starts with a digit.
-                let (num, suffix) = rest.split_at(num_end);
-                let n: f64 = num
-                    .parse()
-                    .map_err(|_| syntax(&format!("`{rest}` is not a number")))?;
-                match (suffix.trim(), sign) {
-                    ("%", Some(s)) => (Rhs::Percent(s * n), None),
-                    ("%", None) => {
-                        return Err(syntax(
-                            "a percentage is a change from BASE, so it needs a sign: +10% or -10%",
-                        ));
-                    }
-                    (u, s) => {
-                        let unit = match u {
-                            "" => None,
-                            "us" | "µs" => Some(Unit::Us),
-                            "ms" => Some(Unit::Ms),
-                            "s" => Some(Unit::S),
-                            other => {
-                                return Err(syntax(&format!(
-                                    "unknown unit `{other}`: use ms, us or s (or % with a sign)"
-                                )));
-                            }
-                        };
-                        let rhs = match s {
-                            Some(s) => Rhs::Delta(s * n),
-                            None => Rhs::Value(n),
-                        };
-                        (rhs, unit)
-                    }
-                }
-            }
+            (Some(s), _) => Rhs::Delta(s * l.number),
+            (None, _) => Rhs::Value(l.number),
         };
         Ok(Rule {
-            text: t.to_string(),
-            metric: metric.to_string(),
-            op,
+            text: r.text,
+            metric: r.metric,
+            op: r.op,
             rhs,
-            unit,
+            unit: l.unit(),
         })
     }
 
@@ -259,86 +139,10 @@ impl Rule {
     }
 }
 
-/// Numeric leaves of a summary by dotted path; booleans count as 1 and 0. List items are keyed
-/// by their `name` when they have one, else by index.
-pub fn flatten(v: &Value) -> BTreeMap<String, f64> {
-    fn walk(v: &Value, prefix: &str, out: &mut BTreeMap<String, f64>) {
-        let join = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
-        match v {
-            Value::Number(n) => {
-                if let Some(x) = n.as_f64() {
-                    out.insert(prefix.to_string(), x);
-                }
-            }
-            Value::Bool(b) => {
-                out.insert(prefix.to_string(), if *b { 1.0 } else { 0.0 });
-            }
-            Value::Object(o) => {
-                for (k, v) in o {
-                    walk(v, &join(k), out);
-                }
-            }
-            Value::Array(a) => {
-                for (i, item) in a.iter().enumerate() {
-                    let key = item
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| i.to_string());
-                    walk(item, &join(&key), out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(v, "", &mut out);
-    out
-}
-
-/// Candidate paths for a metric as written in a rule, most specific first:
-/// `fanout.p99` → `latency.fanout_us.p99`; `lost` → `delivery.lost`; `p99.9` → `p999`.
+/// Candidate paths for a metric as written, most specific first (see
+/// [`crate::rules::candidates`]).
 pub fn aliases(metric: &str) -> Vec<String> {
-    let m = metric.replace("p99.99", "p9999").replace("p99.9", "p999");
-    let m = m.replace(".median", ".p50");
-    let mut out = vec![m.clone()];
-    if let Some((head, rest)) = m.split_once('.') {
-        let head = head.strip_suffix("_us").unwrap_or(head);
-        let head = if head == "fan-out" || head == "fan_out" {
-            "fanout"
-        } else {
-            head
-        };
-        out.push(format!("latency.{head}_us.{rest}"));
-        out.push(format!("{head}_us.{rest}"));
-        out.push(format!("latency.{head}.{rest}"));
-        if head == "lag" {
-            out.push(format!("schedule_lag_us.{rest}"));
-        }
-    }
-    out.push(format!("delivery.{m}"));
-    out.push(format!("throughput.{m}"));
-    out
-}
-
-/// Error and close tables, and the TLS version/cipher/group tables, only list what occurred:
-/// a key absent from a run counted 0.
-fn is_sparse(path: &str) -> bool {
-    path.starts_with("errors.") || path.starts_with("closes.") || path.starts_with("tls.by_")
-}
-
-fn is_micros(path: &str) -> bool {
-    path.split('.').any(|seg| seg.ends_with("_us"))
-}
-
-fn is_millis(path: &str) -> bool {
-    path.split('.').any(|seg| seg.ends_with("_ms"))
+    rules::candidates(metric)
 }
 
 /// The result of one rule against two runs.
@@ -421,9 +225,14 @@ pub fn evaluate(
     new: &BTreeMap<String, f64>,
 ) -> Result<Outcome, RuleError> {
     let candidates = aliases(&rule.metric);
+    let known = |p: &str| {
+        [base, new]
+            .iter()
+            .any(|m| m.contains_key(p) || rules::value_at(m, p).is_some() && !is_sparse(p))
+    };
     let path = candidates
         .iter()
-        .find(|p| base.contains_key(*p) || new.contains_key(*p))
+        .find(|p| known(p))
         .or_else(|| candidates.iter().find(|p| is_sparse(p)))
         .cloned()
         .ok_or_else(|| {
@@ -455,8 +264,9 @@ pub fn evaluate(
             }
         })?;
     let get = |m: &BTreeMap<String, f64>, which: &'static str| {
-        m.get(&path)
-            .copied()
+        rules::value_at(m, &path)
+            // A code or TLS parameter absent from a run counted 0, even in a run without
+            // the table (compare reads summaries of any age).
             .or(is_sparse(&path).then_some(0.0))
             .ok_or_else(|| RuleError::Missing {
                 rule: rule.text.clone(),
@@ -472,15 +282,16 @@ pub fn evaluate(
     };
     let scale = match rule.unit {
         None => 1.0,
-        Some(u) if is_micros(&path) => u.micros(),
-        Some(u) if is_millis(&path) => u.micros() / 1e3,
-        Some(u) => {
-            return Err(RuleError::UnitOnCount {
-                rule: rule.text.clone(),
-                unit: u.as_str().to_string(),
-                path,
-            });
-        }
+        Some(u) => match rules::unit_scale(&path, u) {
+            Some(scale) => scale,
+            None => {
+                return Err(RuleError::UnitOnCount {
+                    rule: rule.text.clone(),
+                    unit: u.as_str().to_string(),
+                    path,
+                });
+            }
+        },
     };
     let triggered = match rule.rhs {
         Rhs::Value(n) => rule.op.holds(new_v, n * scale),
@@ -504,36 +315,26 @@ pub fn evaluate(
     })
 }
 
-/// One JUnit testcase: a name and, when it failed, why.
-#[derive(Debug, Clone)]
-pub struct JunitCase {
-    pub name: String,
-    pub failure: Option<String>,
-    pub detail: String,
-}
-
-/// A JUnit XML document with one suite; `run --junit` can reuse this for thresholds.
-pub fn junit_xml(suite_name: &str, cases: &[JunitCase]) -> anyhow::Result<String> {
-    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-    let mut suite = TestSuite::new(suite_name);
-    for c in cases {
-        let status = match &c.failure {
-            None => TestCaseStatus::success(),
-            Some(msg) => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(msg.as_str());
-                s.set_description(c.detail.as_str());
-                s
+/// The JUnit cases of a comparison: one per rule, failed when the rule triggered.
+pub fn junit_cases(outcomes: &[Outcome]) -> Vec<junit::Case> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let outcome = if o.triggered {
+                junit::Outcome::Failed {
+                    message: format!("fail-on rule `{}` triggered", o.rule.text),
+                    kind: None,
+                    text: o.describe(),
+                }
+            } else {
+                junit::Outcome::Passed
+            };
+            junit::Case {
+                output: Some(o.describe()),
+                ..junit::Case::new(o.rule.text.clone(), outcome)
             }
-        };
-        let mut tc = TestCase::new(c.name.as_str(), status);
-        tc.set_classname(suite_name);
-        tc.set_system_out(c.detail.as_str());
-        suite.add_test_case(tc);
-    }
-    let mut report = Report::new("stampede");
-    report.add_test_suite(suite);
-    Ok(report.to_string()?)
+        })
+        .collect()
 }
 
 /// `stampede compare`: 0 every rule holds, 1 a rule triggered; errors (exit 2) for missing
@@ -570,19 +371,14 @@ pub fn main(args: CompareArgs) -> anyhow::Result<i32> {
         println!("\nwrote {}", out.display());
     }
     if let Some(path) = &args.junit {
-        let cases: Vec<JunitCase> = outcomes
-            .iter()
-            .map(|o| JunitCase {
-                name: o.rule.text.clone(),
-                failure: o
-                    .triggered
-                    .then(|| format!("fail-on rule `{}` triggered", o.rule.text)),
-                detail: o.describe(),
-            })
-            .collect();
-        let xml = junit_xml("stampede.compare", &cases)?;
-        std::fs::write(path, xml)
-            .map_err(|e| anyhow::anyhow!("cannot write JUnit file {}: {e}", path.display()))?;
+        junit::write(
+            path,
+            "stampede",
+            &[junit::Suite {
+                name: "stampede.compare".into(),
+                cases: junit_cases(&outcomes),
+            }],
+        )?;
         println!("wrote {}", path.display());
     }
     if outcomes.is_empty() {
@@ -1042,27 +838,31 @@ mod tests {
 
     #[test]
     fn junit_has_one_case_per_rule() {
-        let xml = junit_xml(
-            "stampede.compare",
-            &[
-                JunitCase {
-                    name: "lost>0".into(),
-                    failure: None,
-                    detail: "ok".into(),
-                },
-                JunitCase {
-                    name: "fanout.p99>+10%".into(),
-                    failure: Some("triggered".into()),
-                    detail: "d".into(),
-                },
-            ],
-        )
-        .unwrap();
+        let base = flat(json!({"latency": {"fanout_us": {"p99": 10}}, "delivery": {"lost": 0}}));
+        let new = flat(json!({"latency": {"fanout_us": {"p99": 20}}, "delivery": {"lost": 0}}));
+        let outcomes: Vec<Outcome> = ["lost>0", "fanout.p99>+10%"]
+            .iter()
+            .map(|r| evaluate(&Rule::parse(r).unwrap(), &base, &new).unwrap())
+            .collect();
+        let suite = junit::Suite {
+            name: "stampede.compare".into(),
+            cases: junit_cases(&outcomes),
+        };
+        let xml = junit::render("stampede", &[suite], None).unwrap();
         assert!(
             xml.contains("tests=\"2\"")
                 && xml.contains("failures=\"1\"")
                 && xml.contains("fanout.p99&gt;+10%"),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn totals_sum_their_table() {
+        let base = flat(json!({"errors": {}}));
+        let new = flat(json!({"errors": {"a": 1, "b": 2}}));
+        let o = evaluate(&Rule::parse("errors.total>2").unwrap(), &base, &new).unwrap();
+        assert_eq!((o.path.as_str(), o.base, o.new), ("errors.total", 0.0, 3.0));
+        assert!(o.triggered);
     }
 }

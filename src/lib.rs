@@ -8,6 +8,8 @@
 //! - [`load`], [`metrics`], [`report`]: the load engine (`stampede run`) and its output.
 //! - [`transport`]: the one network client (URLs, DNS, TCP, TLS, WebSocket upgrade and
 //!   close, HTTP) every connection of the harness goes through.
+//! - [`rules`]: the one rule grammar (thresholds, check tolerances, compare's `--fail-on`);
+//!   [`junit`]: the one JUnit writer.
 //! - [`target`]: how the harness names a server under test; [`embedded`] starts the
 //!   reference server in-process and describes it as a `Target`.
 //!
@@ -19,11 +21,13 @@ pub mod cli;
 pub mod compare;
 pub mod conformance;
 pub mod embedded;
+pub mod junit;
 pub mod load;
 pub mod metrics;
 pub mod mint;
 pub mod proto;
 pub mod report;
+pub mod rules;
 pub mod server;
 pub mod shutdown;
 pub mod target;

@@ -1,25 +1,30 @@
-//! Threshold rules (`fanout.p99<50ms`, `delivery.lost==0`) and their verdict.
+//! Run thresholds (`fanout.p99<50ms`, `delivery.lost==0`) and their verdict, in the one
+//! rule grammar of [`crate::rules`].
 //!
-//! A rule names a number of `summary.json` by a short path: `<latency>.<stat>` for the
-//! latencies (`fanout`, `ack`, `connect` and its phases `tcp_connect`, `tls_handshake`,
-//! `ws_upgrade`, `welcome`, `presence`, `direct`, `schedule_lag`, `reconnect`,
-//! `system_fanout`; stats `count min p50 p90 p99 p999 max mean`), `errors.total`,
-//! `errors.<code>`, `closes.total`, `closes.<code>`, `valid` (1 or 0), or any numeric
-//! field by its JSON path (`delivery.lost`, `throughput.deliveries_per_s`,
-//! `harness.cpu_percent`, `tls.handshakes.resumed`, `tls.by_version.TLSv1.2`). Latency
-//! limits need a unit (`us`, `ms`, `s`); other limits may end in `%` (divided by 100).
+//! A rule names a number of `summary.json` by its path or a short form: `<latency>.<stat>`
+//! for the latencies (`fanout`, `ack`, `connect` and its phases `tcp_connect`,
+//! `tls_handshake`, `ws_upgrade`, `welcome`, `presence`, `direct`, `schedule_lag`,
+//! `reconnect`, `system_fanout`; stats `count min p50 p90 p99 p999 max mean`),
+//! `errors.total`, `errors.<code>`, `closes.total`, `closes.<code>`, `valid` (1 or 0), or
+//! any numeric field by its JSON path (`delivery.lost`, `throughput.deliveries_per_s`,
+//! `harness.cpu_percent`, `tls.handshakes.resumed`, `tls.by_version.TLSv1.2`), short forms
+//! as in compare (`lost` = `delivery.lost`). Paths are checked against the schema of
+//! summary.json before the run. Latency limits need a unit (`us`, `ms`, `s`); other
+//! limits may end in `%` (divided by 100). A sign is part of the number.
 
 use serde_json::Value;
 
 use crate::metrics::Metric;
 use crate::report::ThresholdResult;
+use crate::rules;
+pub use crate::rules::Op;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ThresholdError {
     #[error(
-        "invalid threshold \"{0}\": write METRIC OP VALUE, e.g. fanout.p99<50ms or delivery.lost==0 (OP is one of < <= > >= == !=)"
+        "invalid threshold \"{rule}\": {problem}; write METRIC OP VALUE, e.g. fanout.p99<50ms or delivery.lost==0 (OP is one of < <= > >= == !=)"
     )]
-    Syntax(String),
+    Syntax { rule: String, problem: String },
     #[error("invalid threshold \"{rule}\": {why}")]
     Value { rule: String, why: String },
     #[error("invalid threshold \"{rule}\": unknown metric `{metric}`; {hint}")]
@@ -30,44 +35,14 @@ pub enum ThresholdError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Eq => "==",
-            Op::Ne => "!=",
-        }
-    }
-    fn holds(self, actual: f64, limit: f64) -> bool {
-        match self {
-            Op::Lt => actual < limit,
-            Op::Le => actual <= limit,
-            Op::Gt => actual > limit,
-            Op::Ge => actual >= limit,
-            Op::Eq => (actual - limit).abs() < 1e-9,
-            Op::Ne => (actual - limit).abs() >= 1e-9,
-        }
-    }
-}
-
-/// A parsed rule.
+/// A parsed threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub text: String,
+    /// As written (`fanout.p99`).
     pub metric: String,
+    /// Where it lives in summary.json (`latency.fanout_us.p99`).
+    pub path: String,
     pub op: Op,
     /// The limit in the metric's own unit (µs for latencies).
     pub limit: f64,
@@ -75,130 +50,68 @@ pub struct Rule {
 }
 
 const STATS: [&str; 8] = ["count", "min", "p50", "p90", "p99", "p999", "max", "mean"];
-const GROUPS: [&str; 12] = [
-    "delivery",
-    "rest",
-    "tls",
-    "directs",
-    "throughput",
-    "connections",
-    "harness",
-    "expectations",
-    "errors",
-    "closes",
-    "peers",
-    "duration_s",
-];
-
-fn is_latency(metric: &str) -> Option<(Metric, &str)> {
-    let (m, stat) = metric.split_once('.')?;
-    let m = Metric::from_name(m)?;
-    STATS.contains(&stat).then_some((m, stat))
-}
 
 impl Rule {
     pub fn parse(text: &str) -> Result<Rule, ThresholdError> {
-        let t = text.trim();
-        let syntax = || ThresholdError::Syntax(text.to_owned());
-        let cut = t.find(['<', '>', '=', '!']).ok_or_else(syntax)?;
-        let metric = t[..cut].trim().to_owned();
-        let rest = &t[cut..];
-        let (op, rest) = [
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-            ("==", Op::Eq),
-            ("!=", Op::Ne),
-            ("<", Op::Lt),
-            (">", Op::Gt),
-        ]
-        .into_iter()
-        .find_map(|(s, op)| rest.strip_prefix(s).map(|r| (op, r.trim())))
-        .ok_or_else(syntax)?;
-        if metric.is_empty() || rest.is_empty() {
-            return Err(syntax());
-        }
-        if !metric
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
-        {
-            return Err(syntax());
-        }
-        check_metric(&metric).map_err(|hint| ThresholdError::Metric {
-            rule: text.to_owned(),
-            metric: metric.clone(),
+        let r = rules::Rule::parse(text).map_err(|e| ThresholdError::Syntax {
+            rule: text.trim().to_owned(),
+            problem: e.0,
+        })?;
+        let path = resolve(&r.metric).map_err(|hint| ThresholdError::Metric {
+            rule: r.text.clone(),
+            metric: r.metric.clone(),
             hint,
         })?;
-        let latency = is_latency(&metric).is_some_and(|(_, stat)| stat != "count");
-        let limit = if latency {
-            parse_time_us(rest).map_err(|why| ThresholdError::Value {
-                rule: text.to_owned(),
-                why,
-            })?
-        } else {
-            parse_plain(rest).map_err(|why| ThresholdError::Value {
-                rule: text.to_owned(),
-                why,
-            })?
+        let value_err = |why: String| ThresholdError::Value {
+            rule: r.text.clone(),
+            why,
+        };
+        let latency = rules::is_micros(&path) && !path.ends_with(".count");
+        // The value as written: metrics hold no operator characters, so the first
+        // occurrence of the operator is the operator.
+        let at = r.text.find(r.op.as_str()).unwrap_or(0) + r.op.as_str().len();
+        let shown = r.text[at..].trim().to_owned();
+        let limit = match (latency, r.limit.suffix) {
+            (true, rules::Suffix::Unit(_)) => r.limit.absolute(),
+            (true, rules::Suffix::None) => {
+                return Err(value_err(format!(
+                    "`{shown}` needs a unit for a latency: us, ms or s (e.g. {shown}ms)"
+                )));
+            }
+            (true, rules::Suffix::Percent) => {
+                return Err(value_err(format!(
+                    "`{shown}` is a percentage, but `{path}` is a latency: use us, ms or s"
+                )));
+            }
+            (false, rules::Suffix::Unit(u)) => {
+                return Err(value_err(format!(
+                    "`{shown}` is not a number for `{path}`: time units ({}) only apply to latencies, and `{path}` is not a latency",
+                    u.as_str()
+                )));
+            }
+            (false, _) => r.limit.absolute(),
         };
         Ok(Rule {
-            text: t.to_owned(),
-            metric,
-            op,
+            text: r.text,
+            metric: r.metric,
+            path,
+            op: r.op,
             limit,
             latency,
         })
     }
 
-    /// The number this rule checks, from the summary JSON.
+    /// The number this rule checks, from the summary JSON (`None`: the run has none).
     pub fn actual(&self, summary: &Value) -> Option<f64> {
-        if let Some((m, stat)) = is_latency(&self.metric) {
-            let key = if m == Metric::ScheduleLag {
-                summary.get("schedule_lag_us")
-            } else {
-                summary
-                    .get("latency")
-                    .and_then(|l| l.get(format!("{}_us", m.name())))
-            };
-            return key?.get(stat)?.as_f64();
-        }
-        let mut parts = self.metric.split('.');
-        let first = parts.next()?;
-        if first == "valid" && self.metric == "valid" {
-            return summary
-                .get("valid")?
-                .as_bool()
-                .map(|v| f64::from(u8::from(v)));
-        }
-        if (first == "errors" || first == "closes")
-            && let Some(key) = parts.next()
-        {
-            let map = summary.get(first)?.as_object()?;
-            if key == "total" {
-                return Some(map.values().filter_map(Value::as_f64).sum::<f64>() + 0.0);
-            }
-            return Some(map.get(key).and_then(Value::as_f64).unwrap_or(0.0));
-        }
-        let rest: Vec<&str> = parts.collect();
-        let v = match walk(summary.get(first)?, &rest) {
-            Some(v) => v,
-            // The TLS tables list only what was negotiated: a version never seen counted 0.
-            None if first == "tls"
-                && rest.len() >= 2
-                && matches!(rest[0], "by_version" | "by_cipher" | "by_group") =>
-            {
-                summary.get("tls")?.get(rest[0])?;
-                return Some(0.0);
-            }
-            None => return None,
-        };
-        match v {
-            Value::Bool(b) => Some(f64::from(u8::from(*b))),
-            other => other.as_f64(),
-        }
+        rules::value_at(&rules::flatten(summary), &self.path)
     }
 
     pub fn evaluate(&self, summary: &Value) -> ThresholdResult {
-        let actual = self.actual(summary);
+        self.evaluate_flat(&rules::flatten(summary))
+    }
+
+    fn evaluate_flat(&self, flat: &std::collections::BTreeMap<String, f64>) -> ThresholdResult {
+        let actual = rules::value_at(flat, &self.path);
         ThresholdResult {
             rule: self.text.clone(),
             metric: self.metric.clone(),
@@ -215,23 +128,13 @@ impl Rule {
     }
 }
 
-/// Follows `path` down from `v`. A key may itself hold dots (`TLSv1.3` in `tls.by_version`),
-/// so the longest key that exists wins.
-fn walk<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    if path.is_empty() {
-        return Some(v);
-    }
-    (1..=path.len())
-        .rev()
-        .find_map(|n| walk(v.get(path[..n].join("."))?, &path[n..]))
-}
-
-/// Evaluates every rule; unknown metrics fail (with `actual: null`).
+/// Evaluates every rule; a rule that does not parse fails (with `actual: null`).
 pub fn evaluate(rules: &[String], summary: &Value) -> Vec<ThresholdResult> {
+    let flat = rules::flatten(summary);
     rules
         .iter()
         .map(|r| match Rule::parse(r) {
-            Ok(rule) => rule.evaluate(summary),
+            Ok(rule) => rule.evaluate_flat(&flat),
             Err(e) => ThresholdResult {
                 rule: r.clone(),
                 metric: e.to_string(),
@@ -245,98 +148,83 @@ pub fn evaluate(rules: &[String], summary: &Value) -> Vec<ThresholdResult> {
         .collect()
 }
 
-fn check_metric(metric: &str) -> Result<(), String> {
-    let hint = || {
-        format!(
-            "use <latency>.<stat> with latency one of {} and stat one of {}, or errors.total, closes.<code>, valid, delivery.lost, throughput.deliveries_per_s, …",
-            Metric::ALL.map(|m| m.name()).join(" "),
-            STATS.join(" ")
-        )
-    };
-    if metric == "valid" || is_latency(metric).is_some() {
-        return Ok(());
+/// The summary.json path `metric` names, checked against the schema of an empty summary;
+/// the error is a hint saying what to write instead.
+fn resolve(metric: &str) -> Result<String, String> {
+    let schema = schema();
+    if let Some(path) = rules::candidates(metric)
+        .into_iter()
+        .find(|c| schema_number(&schema, c).is_ok())
+    {
+        return Ok(path);
     }
     let first = metric.split('.').next().unwrap_or_default();
-    if Metric::from_name(first).is_some() {
+    if Metric::from_name(first.strip_suffix("_us").unwrap_or(first)).is_some() {
         return Err(format!("unknown statistic; use one of {}", STATS.join(" ")));
     }
     if first == "errors" || first == "closes" {
-        return if metric.split('.').count() == 2 {
-            Ok(())
-        } else {
-            Err("use errors.total, errors.<code>, closes.total or closes.<code>".into())
-        };
+        return Err("use errors.total, errors.<code>, closes.total or closes.<code>".into());
     }
-    if !GROUPS.contains(&first) {
-        return Err(hint());
+    if schema.get(first).is_none() {
+        return Err(format!(
+            "use <latency>.<stat> with latency one of {} and stat one of {}, or errors.total, closes.<code>, valid, delivery.lost, throughput.deliveries_per_s, …",
+            Metric::ALL.map(|m| m.name()).join(" "),
+            STATS.join(" ")
+        ));
     }
-    // Check the path against the schema of an empty summary.
+    Err(schema_number(&schema, metric)
+        .err()
+        .unwrap_or_else(|| "see docs/LOAD.md".into()))
+}
+
+/// The schema of summary.json: an empty summary with the optional groups filled in.
+fn schema() -> Value {
     let mut schema = serde_json::to_value(crate::report::Summary::default()).unwrap_or(Value::Null);
-    if first == "rest" {
-        // Present only in runs with a [[rest]] population.
-        schema["rest"] =
-            serde_json::to_value(crate::load::rest::RestReport::default()).unwrap_or(Value::Null);
+    // Present only in runs with a [[rest]] population.
+    schema["rest"] =
+        serde_json::to_value(crate::load::rest::RestReport::default()).unwrap_or(Value::Null);
+    // Present only in wss:// runs.
+    schema["tls"] =
+        serde_json::to_value(crate::report::TlsSummary::default()).unwrap_or(Value::Null);
+    schema
+}
+
+/// Whether `path` names a number (or flag) of the schema; the error says where it went wrong.
+fn schema_number(schema: &Value, path: &str) -> Result<(), String> {
+    if let Some(table) = path.strip_suffix(".total")
+        && [
+            "errors",
+            "closes",
+            "unexpected_frames",
+            "connections.failures",
+        ]
+        .contains(&table)
+    {
+        return Ok(());
     }
-    if first == "tls" {
-        // Present only in wss:// runs.
-        schema["tls"] =
-            serde_json::to_value(crate::report::TlsSummary::default()).unwrap_or(Value::Null);
-    }
-    let mut v = &schema;
-    for p in metric.split('.') {
+    let mut v = schema;
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut i = 0;
+    while i < parts.len() {
+        let p = parts[i];
         match v.get(p) {
             Some(next) => v = next,
-            // Per-population maps are keyed by names only known at run time.
-            None if v.is_object() && v.as_object().is_some_and(|o| o.is_empty()) => return Ok(()),
+            // Tables keyed at run time (populations, codes, TLS versions, oversize kinds):
+            // anything below them may exist.
+            None if v.as_object().is_some_and(|o| o.is_empty()) => return Ok(()),
             None => {
                 return Err(format!(
                     "`{p}` is not a field of summary.json here; see docs/LOAD.md"
                 ));
             }
         }
+        i += 1;
     }
     if v.is_number() || v.is_boolean() {
         Ok(())
     } else {
         Err("that names a group, not a number; add the field, e.g. delivery.lost".into())
     }
-}
-
-/// `50ms`, `1.5s`, `800us`, `800µs` → µs.
-fn parse_time_us(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a number with a unit"))?;
-    let factor = match unit.trim() {
-        "us" | "µs" => 1.0,
-        "ms" => 1e3,
-        "s" => 1e6,
-        "" => {
-            return Err(format!(
-                "`{t}` needs a unit for a latency: us, ms or s (e.g. {t}ms)"
-            ));
-        }
-        other => return Err(format!("unknown unit `{other}` in `{t}`: use us, ms or s")),
-    };
-    Ok(n * factor)
-}
-
-fn parse_plain(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    if let Some(p) = t.strip_suffix('%') {
-        return p
-            .trim()
-            .parse::<f64>()
-            .map(|v| v / 100.0)
-            .map_err(|_| format!("`{t}` is not a percentage"));
-    }
-    t.parse::<f64>()
-        .map_err(|_| format!("`{t}` is not a number (time units only apply to latencies)"))
 }
 
 #[cfg(test)]

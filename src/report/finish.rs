@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::ThresholdResult;
-use crate::compare::{JunitCase, junit_xml};
+use crate::junit::{self, Case, Outcome, Suite};
 
 /// Renders `dir/report.html`; returns its path, or prints a warning and returns `None`.
 pub fn html_report(dir: &Path) -> Option<PathBuf> {
@@ -25,7 +25,7 @@ pub fn html_report(dir: &Path) -> Option<PathBuf> {
 }
 
 /// The JUnit cases of a run's thresholds: one per rule, failed when the rule is broken.
-pub fn threshold_cases(thresholds: &[ThresholdResult]) -> Vec<JunitCase> {
+pub fn threshold_cases(thresholds: &[ThresholdResult]) -> Vec<Case> {
     thresholds
         .iter()
         .map(|t| {
@@ -40,10 +40,18 @@ pub fn threshold_cases(thresholds: &[ThresholdResult]) -> Vec<JunitCase> {
                 format!("{}", t.limit)
             };
             let detail = format!("{}: actual {actual}, limit {} {limit}", t.rule, t.op);
-            JunitCase {
-                name: t.rule.clone(),
-                failure: (!t.passed).then(|| format!("threshold broken: {detail}")),
-                detail,
+            let outcome = if t.passed {
+                Outcome::Passed
+            } else {
+                Outcome::Failed {
+                    message: format!("threshold broken: {detail}"),
+                    kind: None,
+                    text: detail.clone(),
+                }
+            };
+            Case {
+                output: Some(detail),
+                ..Case::new(t.rule.clone(), outcome)
             }
         })
         .collect()
@@ -55,11 +63,15 @@ pub fn write_junit(
     scenario: &str,
     thresholds: &[ThresholdResult],
 ) -> anyhow::Result<()> {
-    let xml = junit_xml(
-        &format!("stampede.run.{scenario}"),
-        &threshold_cases(thresholds),
-    )?;
-    std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))
+    junit::write(
+        path,
+        "stampede",
+        &[Suite {
+            name: format!("stampede.run.{scenario}"),
+            cases: threshold_cases(thresholds),
+        }],
+    )
+    .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -86,16 +98,18 @@ mod tests {
             rule("direct.p99<1ms", false, None),
         ]);
         assert_eq!(cases.len(), 3);
-        assert!(cases[0].failure.is_none());
-        assert!(cases[1].failure.as_deref().unwrap().contains("1200 µs"));
-        assert!(
-            cases[2]
-                .failure
-                .as_deref()
-                .unwrap()
-                .contains("no such number")
-        );
-        let xml = junit_xml("s", &cases).unwrap();
+        let message = |c: &Case| match &c.outcome {
+            Outcome::Failed { message, .. } => message.clone(),
+            _ => String::new(),
+        };
+        assert!(cases[0].passed());
+        assert!(message(&cases[1]).contains("1200 µs"));
+        assert!(message(&cases[2]).contains("no such number"));
+        let suite = Suite {
+            name: "s".into(),
+            cases,
+        };
+        let xml = junit::render("stampede", &[suite], None).unwrap();
         assert_eq!(xml.matches("<testcase").count(), 3);
         assert_eq!(xml.matches("<failure").count(), 2);
     }

@@ -1,31 +1,24 @@
 //! JUnit XML: one test suite per area, one test case per conformance case, the SPEC ids,
-//! level and `[choice]` flag as properties.
+//! level and `[choice]` flag as properties; written by the one JUnit writer
+//! ([`crate::junit`]).
 
 use std::collections::BTreeMap;
 
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
-
 use super::super::verdict::{RunOutcome, Verdict};
+use crate::junit::{self, Case, Outcome, Suite};
 
 pub fn render(run: &RunOutcome) -> Result<String, quick_junit::SerializeError> {
-    let mut report = Report::new("stampede conform");
-    report.set_time(run.duration);
-    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    let mut suites: BTreeMap<&str, Suite> = BTreeMap::new();
     for r in &run.results {
-        let status = match r.verdict {
-            Verdict::Pass => TestCaseStatus::success(),
-            Verdict::NonStrict => TestCaseStatus::success(),
-            Verdict::Skip => {
-                let mut s = TestCaseStatus::skipped();
-                s.set_message(r.detail.as_str());
-                s
-            }
+        let outcome = match r.verdict {
+            Verdict::Pass | Verdict::NonStrict => Outcome::Passed,
+            Verdict::Skip => Outcome::Skipped {
+                message: r.detail.clone(),
+            },
             Verdict::Fail => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                s.set_message(r.detail.as_str());
-                s.set_type(format!("{} {}", r.level, r.spec.join(",")));
+                let mut text = String::new();
                 if let Some(f) = &r.failure {
-                    let mut text = format!(
+                    text = format!(
                         "{}\nexpected: {}\nactual:   {}\n",
                         f.step, f.expected, f.actual
                     );
@@ -36,28 +29,39 @@ pub fn render(run: &RunOutcome) -> Result<String, quick_junit::SerializeError> {
                             text.push('\n');
                         }
                     }
-                    s.set_description(text);
                 }
-                s
+                Outcome::Failed {
+                    message: r.detail.clone(),
+                    kind: Some(format!("{} {}", r.level, r.spec.join(","))),
+                    text,
+                }
             }
         };
-        let mut case = TestCase::new(r.id.as_str(), status);
-        case.set_classname(format!("conform.{}", r.area));
-        case.set_time(r.duration);
-        for rule in &r.spec {
-            case.add_property(Property::new("spec", rule.as_str()));
-        }
-        case.add_property(Property::new("level", r.level.to_string()));
-        case.add_property(Property::new("choice", r.choice.to_string()));
-        case.add_property(Property::new("verdict", r.verdict.as_str()));
-        if r.verdict == Verdict::NonStrict {
-            case.set_system_out(format!("non-strict: {}", r.detail));
-        }
+        let mut properties: Vec<(String, String)> = r
+            .spec
+            .iter()
+            .map(|rule| ("spec".to_owned(), rule.clone()))
+            .collect();
+        properties.push(("level".into(), r.level.to_string()));
+        properties.push(("choice".into(), r.choice.to_string()));
+        properties.push(("verdict".into(), r.verdict.as_str().to_owned()));
+        let case = Case {
+            name: r.id.clone(),
+            classname: Some(format!("conform.{}", r.area)),
+            outcome,
+            output: (r.verdict == Verdict::NonStrict).then(|| format!("non-strict: {}", r.detail)),
+            time: Some(r.duration),
+            properties,
+        };
         suites
             .entry(r.area.as_str())
-            .or_insert_with(|| TestSuite::new(format!("conform.{}", r.area)))
-            .add_test_case(case);
+            .or_insert_with(|| Suite {
+                name: format!("conform.{}", r.area),
+                cases: Vec::new(),
+            })
+            .cases
+            .push(case);
     }
-    report.add_test_suites(suites.into_values());
-    report.to_string()
+    let suites: Vec<Suite> = suites.into_values().collect();
+    junit::render("stampede conform", &suites, Some(run.duration))
 }

@@ -1,0 +1,483 @@
+//! A session: subscribe, the event loop over frames, timers and the stop signal, leaving,
+//! server closes, and settling what the session sent when it ends.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::load::accounting::{
+    ACKED, PENDING, PairRx, REJECTED, SessionLog, UNCONFIRMED, sent_of, status_of, with_status,
+};
+use crate::load::connect::{self, Welcome, Ws};
+use crate::load::plan::{self, Ticker};
+use crate::load::scenario::{Leave, OversizeExpect, OversizeKind, StormMode};
+use crate::metrics::{Counter, Metric};
+use crate::proto::frame::close;
+use crate::transport;
+
+use super::*;
+
+impl Peer {
+    pub(super) async fn session(
+        &mut self,
+        mut ws: Ws,
+        welcome: Welcome,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        let now = self.now();
+        self.session_no += 1;
+        self.out.sessions_started += 1;
+        self.out.first_welcome_us.get_or_insert(now);
+        self.sh.metrics.connected.fetch_add(1, Ordering::Relaxed);
+        let cell = &self.sh.cells[self.local as usize];
+        cell.online.store(true, Ordering::Release);
+        if welcome.peer_id != self.id {
+            // Publishable keys: the server names the peer.
+            self.sh.register_server_id(self.local, &welcome.peer_id);
+            self.id = welcome.peer_id.clone();
+        }
+        if self.after_4002 {
+            self.after_4002 = false;
+            self.out.token.reconnected += 1;
+        }
+        let pop = &self.sh.scenario.populations[self.plan.population as usize];
+        let leave_at = pop
+            .session
+            .as_ref()
+            .map(|s| now + plan::sample_duration_us(&s.duration, &mut self.rng))
+            .unwrap_or(u64::MAX);
+        let exp_us = match (&pop.token, welcome.expires_at) {
+            (Some(_), Some(exp)) if exp > 0 => exp as u64 * 1_000_000,
+            _ => u64::MAX,
+        };
+        let mut s = Session {
+            log: SessionLog {
+                welcomed_us: self.rel(now),
+                ..Default::default()
+            },
+            rx: HashMap::new(),
+            pending: VecDeque::new(),
+            pub_start: self.out.log.publishes.len(),
+            dir_start: self.out.log.directs.len(),
+            subscribed: false,
+            snapshot_seen: false,
+            leaving: false,
+            draining: false,
+            leave_at,
+            sub_deadline: u64::MAX,
+            token_check_at: exp_us.saturating_add(1_500_000),
+            exp_us,
+            max_message_size: welcome.max_message_size,
+            oversize_pending: None,
+            unsub_rid: None,
+        };
+        while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
+            self.next_storm += 1;
+        }
+        let end = match Box::pin(self.subscribe(&mut ws, &mut s)).await {
+            Err(end) => end,
+            Ok(()) => self.session_loop(&mut ws, &mut s, stop).await,
+        };
+        self.end_session(s, end);
+        end
+    }
+
+    pub(super) async fn subscribe(&mut self, ws: &mut Ws, s: &mut Session) -> Result<(), End> {
+        let Some(ch) = self.plan.channel else {
+            // No room: "ready" at welcome.
+            self.on_ready(s);
+            return Ok(());
+        };
+        let now = self.now();
+        let cell = &self.sh.cells[self.local as usize];
+        cell.join_cause_us.store(now, Ordering::Release);
+        let pop = &self.sh.scenario.populations[self.plan.population as usize];
+        let frame = format!(
+            r#"{{"type":"subscribe","channel":{},"requestId":"s{}"{}}}"#,
+            self.sh.channel_json[ch as usize],
+            self.session_no,
+            if pop.include_sender_metadata {
+                r#","includeSenderMetadata":true"#
+            } else {
+                ""
+            }
+        );
+        s.log.subscribe_sent_us = self.rel(now).max(1);
+        s.sub_deadline = now + ACK_TIMEOUT_US;
+        self.send(ws, frame).await
+    }
+
+    /// Subscribed (or welcomed, without a room): start the schedules.
+    pub(super) fn on_ready(&mut self, s: &mut Session) {
+        let now = self.now();
+        s.subscribed = true;
+        s.sub_deadline = u64::MAX;
+        if let Some(since) = self.reconnect_since.take() {
+            self.sh
+                .metrics
+                .record(Metric::Reconnect, now.saturating_sub(since));
+        }
+        if let Some(i) = self.storm_pending.take() {
+            self.out.storms[i].1 += 1;
+        }
+        let rng = &mut self.rng;
+        for t in [&mut self.publish, &mut self.direct, &mut self.oversize]
+            .into_iter()
+            .flatten()
+        {
+            t.resume(now, rng);
+        }
+    }
+
+    pub(super) fn park_schedules(&mut self) {
+        for t in [&mut self.publish, &mut self.direct, &mut self.oversize]
+            .into_iter()
+            .flatten()
+        {
+            t.park();
+        }
+    }
+
+    pub(super) fn next_deadline(&self, s: &Session) -> u64 {
+        let end = self.sh.end_us();
+        let mut d = if s.draining {
+            end.saturating_add(self.sh.grace_us)
+        } else {
+            end
+        };
+        d = d.min(s.leave_at).min(s.sub_deadline).min(s.token_check_at);
+        if let Some(&(_, at)) = self.storms.get(self.next_storm) {
+            d = d.min(at);
+        }
+        if s.subscribed && !s.draining && !s.leaving {
+            for t in [&self.publish, &self.direct, &self.oversize]
+                .into_iter()
+                .flatten()
+            {
+                d = d.min(t.next());
+            }
+        }
+        d
+    }
+
+    pub(super) async fn session_loop(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        let mut deadline = self.next_deadline(s);
+        let sleep = tokio::time::sleep_until(self.sh.clock.instant_at(deadline));
+        tokio::pin!(sleep);
+        // One waiter for the whole session: re-creating it per frame costs a Notify
+        // registration per received frame.
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
+        let mut stop_seen = false;
+        loop {
+            tokio::select! {
+                biased;
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => self.on_text(s, text.as_str()),
+                    Some(Ok(Message::Close(cf))) => {
+                        let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
+                        self.on_server_close(s, code);
+                        Box::pin(transport::ws::answer_close(ws)).await;
+                        return End::Server(code);
+                    }
+                    Some(Ok(Message::Binary(_))) => self.unexpected("binary_frame"),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        self.on_server_close(s, close::ABNORMAL);
+                        return End::Lost;
+                    }
+                },
+                _ = &mut sleep => {
+                    // Boxed: sends nest several futures; keep them off every idle peer.
+                    if let Some(end) = Box::pin(self.on_timer(ws, s)).await {
+                        return end;
+                    }
+                }
+                changed = &mut stopped, if !stop_seen => {
+                    stop_seen = true;
+                    if changed.is_err() {
+                        // Engine gone: treat as the end of the run.
+                        Box::pin(close_quietly(ws)).await;
+                        return End::RunOver;
+                    }
+                    // The end of the run moved: the deadline below picks it up.
+                }
+            }
+            let next = self.next_deadline(s);
+            if next != deadline {
+                deadline = next;
+                sleep.as_mut().reset(self.sh.clock.instant_at(deadline));
+            }
+        }
+    }
+
+    pub(super) async fn on_timer(&mut self, ws: &mut Ws, s: &mut Session) -> Option<End> {
+        let now = self.now();
+        let end = self.sh.end_us();
+        if !s.draining && now >= end {
+            s.draining = true;
+            self.park_schedules();
+        }
+        if s.draining {
+            if now >= end.saturating_add(self.sh.grace_us) {
+                self.leave_now(s, now);
+                close_quietly(ws).await;
+                return Some(End::RunOver);
+            }
+            return None;
+        }
+        if now >= s.leave_at {
+            let pop = &self.sh.scenario.populations[self.plan.population as usize];
+            let unsubscribe = match pop.session.as_ref().map(|x| x.leave) {
+                Some(Leave::Unsubscribe) => true,
+                Some(Leave::Mixed) => self.rng.random_bool(0.5),
+                _ => false,
+            };
+            self.out.churn_leaves += 1;
+            self.leave_now(s, now);
+            if unsubscribe && s.subscribed {
+                self.unsubscribe_and_close(ws, s).await;
+            } else {
+                close_quietly(ws).await;
+            }
+            return Some(End::Churn);
+        }
+        if let Some(&(i, at)) = self.storms.get(self.next_storm)
+            && now >= at
+        {
+            self.next_storm += 1;
+            self.out.storms[i].0 += 1;
+            self.storm_pending = Some(i);
+            self.reconnect_since = Some(now);
+            self.leave_now(s, now);
+            match self.sh.scenario.storms[i].mode {
+                StormMode::Abort => transport::ws::abort_on_drop(ws),
+                StormMode::Close => close_quietly(ws).await,
+            }
+            return Some(End::Storm(i));
+        }
+        if now >= s.token_check_at {
+            // The token expired more than 1.5 s ago and no 4002 came (EXP-1).
+            self.out.token.expired_sessions += 1;
+            self.out.token.not_closed += 1;
+            self.leave_now(s, now);
+            close_quietly(ws).await;
+            return Some(End::Stuck);
+        }
+        if now >= s.sub_deadline {
+            self.sh.event(|ev| {
+                ev.warn("no ack for a subscribe within 15 s; reconnecting", 1);
+            });
+            self.leave_now(s, now);
+            close_quietly(ws).await;
+            return Some(End::Stuck);
+        }
+        if !s.subscribed || s.leaving {
+            return None;
+        }
+        for _ in 0..MAX_BURST {
+            let Some(intended) = self
+                .publish
+                .as_ref()
+                .map(Ticker::next)
+                .filter(|t| *t <= now)
+            else {
+                break;
+            };
+            if let Some(t) = self.publish.as_mut() {
+                t.advance(&mut self.rng);
+            }
+            if let Err(end) = self.send_publish(ws, s, intended).await {
+                return Some(end);
+            }
+        }
+        for _ in 0..MAX_BURST {
+            let Some(intended) = self.direct.as_ref().map(Ticker::next).filter(|t| *t <= now)
+            else {
+                break;
+            };
+            if let Some(t) = self.direct.as_mut() {
+                t.advance(&mut self.rng);
+            }
+            if let Err(end) = self.send_direct(ws, s, intended).await {
+                return Some(end);
+            }
+        }
+        if let Some(intended) = self
+            .oversize
+            .as_ref()
+            .map(Ticker::next)
+            .filter(|t| *t <= now)
+        {
+            if let Some(t) = self.oversize.as_mut() {
+                t.advance(&mut self.rng);
+            }
+            if s.oversize_pending.is_none()
+                && let Err(end) = self.send_oversize(ws, s, intended).await
+            {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    /// Marks the session as leaving now (before the frame that causes it is sent).
+    pub(super) fn leave_now(&mut self, s: &mut Session, now: u64) {
+        if s.leaving {
+            return;
+        }
+        s.leaving = true;
+        s.log.left_us = self.rel(now).max(1);
+        let cell = &self.sh.cells[self.local as usize];
+        cell.online.store(false, Ordering::Release);
+        cell.leave_cause_us.store(now, Ordering::Release);
+        self.park_schedules();
+    }
+
+    pub(super) async fn unsubscribe_and_close(&mut self, ws: &mut Ws, s: &mut Session) {
+        let Some(ch) = self.plan.channel else { return };
+        let rid = self.session_no;
+        s.unsub_rid = Some(rid);
+        let frame = format!(
+            r#"{{"type":"unsubscribe","channel":{},"requestId":"u{rid}"}}"#,
+            self.sh.channel_json[ch as usize]
+        );
+        if self.send(ws, frame).await.is_ok() {
+            // Wait (bounded) for the ack so the leave is announced by unsubscribe, not close.
+            let want = format!(r#""requestId":"u{rid}""#);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                while let Some(Ok(m)) = ws.next().await {
+                    if let Message::Text(t) = &m
+                        && t.as_str().contains(&want)
+                    {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        close_quietly(ws).await;
+    }
+
+    pub(super) fn on_server_close(&mut self, s: &mut Session, code: u16) {
+        let now = self.now();
+        self.sh.metrics.count(Counter::Closes, 1);
+        self.sh.event(|ev| {
+            *ev.closes.entry(code.to_string()).or_default() += 1;
+            if let Some(a) = connect::close_advice(code)
+                && code != close::TOKEN_EXPIRED
+            {
+                ev.warn(a, 1);
+            }
+        });
+        if !s.leaving {
+            // The server ended it: the leave is not ours to time (no presence cause).
+            s.leaving = true;
+            s.log.left_us = self.rel(now).max(1);
+            let cell = &self.sh.cells[self.local as usize];
+            cell.online.store(false, Ordering::Release);
+            cell.leave_cause_us.store(0, Ordering::Release);
+            self.park_schedules();
+        }
+        if now < self.sh.end_us() {
+            self.reconnect_since.get_or_insert(now);
+        }
+        if code == close::TOKEN_EXPIRED && s.exp_us != u64::MAX {
+            self.out.token.expired_sessions += 1;
+            let early = s.exp_us.saturating_sub(1_000_000);
+            let late = s.exp_us + 600_000;
+            if (early..=late).contains(&now) {
+                self.out.token.closed_4002_on_time += 1;
+            } else {
+                self.out.token.closed_4002_off_time += 1;
+            }
+            self.after_4002 = true;
+        }
+        if let Some((kind, seq)) = s.oversize_pending.take() {
+            let o = &mut self.out.oversized[kind as usize];
+            let pop = &self.sh.scenario.populations[self.plan.population as usize];
+            let expect = pop.oversize.as_ref().map(|x| x.expect).unwrap_or_default();
+            if code == close::TOO_BIG {
+                o.closed_1009 += 1;
+                if kind == OversizeKind::At || expect != OversizeExpect::Close {
+                    o.mismatched += 1;
+                }
+                // The server did not process it: never deliverable.
+                if let Some(e) = self.out.log.publishes.get_mut(seq as usize) {
+                    *e = with_status(*e, REJECTED);
+                }
+            } else {
+                o.other += 1;
+                o.mismatched += 1;
+            }
+        }
+    }
+
+    pub(super) fn end_session(&mut self, s: Session, end: End) {
+        let now = self.now();
+        let mut log = s.log;
+        if log.left_us == 0 {
+            log.left_us = self.rel(now).max(1);
+        }
+        let cell = &self.sh.cells[self.local as usize];
+        cell.online.store(false, Ordering::Release);
+        self.sh.metrics.connected.fetch_sub(1, Ordering::Relaxed);
+        self.sh.metrics.count(Counter::Disconnects, 1);
+        if let Some((kind, _)) = s.oversize_pending {
+            let o = &mut self.out.oversized[kind as usize];
+            o.other += 1;
+            o.mismatched += 1;
+        }
+        // Settle what never got an answer.
+        let grace = self.sh.grace_us;
+        let pop = &self.sh.scenario.populations[self.plan.population as usize];
+        let acked_mode = pop.publish.as_ref().is_none_or(|p| p.ack);
+        let left = log.left_us;
+        let mut unanswered = 0u64;
+        for e in &mut self.out.log.publishes[s.pub_start..] {
+            if status_of(*e) == PENDING {
+                let survived = sent_of(*e) + grace <= left && !matches!(end, End::Lost);
+                if acked_mode && sent_of(*e) + ACK_TIMEOUT_US / 3 <= left {
+                    unanswered += 1;
+                }
+                *e = with_status(
+                    *e,
+                    if !acked_mode && survived {
+                        ACKED
+                    } else {
+                        UNCONFIRMED
+                    },
+                );
+            }
+        }
+        if unanswered > 0 {
+            self.sh.event(|ev| {
+                ev.warn("publishes got no ack within 5 s (ACK-1); they are left out of the expected set", unanswered);
+            });
+        }
+        for d in &mut self.out.log.directs[s.dir_start..] {
+            if d.status == PENDING {
+                d.status = UNCONFIRMED;
+            }
+        }
+        let mut rx: Vec<(u32, PairRx)> = s.rx.into_iter().collect();
+        rx.sort_unstable_by_key(|(g, _)| *g);
+        log.rx = rx;
+        self.out.log.sessions.push(log);
+    }
+}
+
+/// Closes like a real client: close 1000, at most 1 s for the server's close, then TCP
+/// goes away (frames still arriving are not ours to count any more).
+async fn close_quietly(ws: &mut Ws) {
+    transport::ws::close(ws, close::NORMAL, |_| {}).await;
+}
