@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(lines.len(), HEAD + TAIL + 1);
         assert_eq!(lines[0], "  welcome");
         assert!(
-            lines[HEAD].contains("999,940 lines not shown"),
+            lines[HEAD].contains("999,941 lines not shown"),
             "{}",
             lines[HEAD]
         );
