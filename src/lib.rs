@@ -17,6 +17,7 @@
 //! reference server only through a socket, like any server under test. Only
 //! [`embedded`], this file and `tests/` join them.
 
+pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod conformance;
