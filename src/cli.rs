@@ -26,6 +26,8 @@ pub enum Command {
     Report(crate::report::html::ReportArgs),
     /// Compare two run directories; exit 1 when a --fail-on rule triggers.
     Compare(crate::compare::CompareArgs),
+    /// Find the most load a server holds within its SLOs (peers or publish rate).
+    Capacity(crate::capacity::CapacityArgs),
 }
 
 #[cfg(test)]

@@ -47,5 +47,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scenarios(args) => load::list_scenarios(args),
         Command::Report(args) => report::html::main(args),
         Command::Compare(args) => compare::main(args),
+        Command::Capacity(args) => capacity::main(args, shutdown::ctrl_c_twice()).await,
     }
 }

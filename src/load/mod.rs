@@ -689,7 +689,8 @@ fn finish(args: &RunArgs, sc: &Scenario, run: RunData) -> anyhow::Result<i32> {
     Ok(if summary.thresholds_passed { 0 } else { 1 })
 }
 
-fn default_out_dir(name: &str) -> PathBuf {
+/// `reports/<name>-<UTC timestamp>/`, made unique with a suffix when taken.
+pub fn default_out_dir(name: &str) -> PathBuf {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(['-', ':'], "");

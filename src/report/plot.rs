@@ -128,6 +128,16 @@ pub fn percentile_svg(title: &str, y_unit: &str, series: &[Series]) -> Result<St
 
 /// A time series: x in seconds since the run began, one line per series, y in `y_label`.
 pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<String, PlotError> {
+    xy_svg(title, "time since start (s)", y_label, series)
+}
+
+/// Lines over a linear x axis named `x_label` (time, load levels).
+pub fn xy_svg(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<String, PlotError> {
     let (mut x_min, mut x_max) = series
         .iter()
         .flat_map(|s| finite(&s.points))
@@ -163,7 +173,7 @@ pub fn timeseries_svg(title: &str, y_label: &str, series: &[Series]) -> Result<S
             .collect();
         chart
             .configure_mesh()
-            .x_desc("time since start (s)")
+            .x_desc(x_label)
             .y_desc(y_label)
             .x_labels(10)
             .y_labels(7)
