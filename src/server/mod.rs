@@ -24,6 +24,7 @@ pub mod http;
 pub mod hub;
 pub mod inject;
 pub mod outbox;
+mod requests;
 pub mod rest;
 pub mod session;
 pub mod state;

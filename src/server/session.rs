@@ -15,8 +15,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -24,19 +22,17 @@ use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::admit::{Admitted, Refusal, authenticate};
 use super::config::RateLimit;
 use super::faults::Fault;
-use super::hub::{Conn, Leave, push};
+use super::hub::{Conn, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Scope, Shared};
 use super::variants::Variant;
 use crate::proto::auth::EXPIRY_LEAD_MS;
-use crate::proto::frame::{self, Inbound, Request, direct_text, parse_request};
-use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
-use crate::proto::pattern::is_wildcard;
+use crate::proto::frame::{self};
 use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
 
 /// How long the server waits for the client's close frame (CLOSE-18).
@@ -358,7 +354,7 @@ where
 
 /// How the main loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// Close with this code (handshake follows).
     Close(u16),
     /// The client sent a close frame.
@@ -400,18 +396,19 @@ impl Bucket {
     }
 }
 
-/// The session-private state of one admitted connection.
-struct Session {
-    sh: Arc<Shared>,
-    app: Arc<App>,
-    conn: Arc<Conn>,
-    scope: Arc<Scope>,
-    actions: Actions,
+/// The session-private state of one admitted connection (its requests are handled in
+/// `requests.rs`).
+pub(super) struct Session {
+    pub(super) sh: Arc<Shared>,
+    pub(super) app: Arc<App>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) scope: Arc<Scope>,
+    pub(super) actions: Actions,
     /// Held subscriptions, exact and wildcard, as the client named them (≤ 100).
-    subs: Vec<Box<str>>,
+    pub(super) subs: Vec<Box<str>>,
     bucket: Option<Bucket>,
     /// A publish was accepted (the `close-1011` fault closes after the first).
-    published: bool,
+    pub(super) published: bool,
 }
 
 impl Session {
@@ -578,340 +575,4 @@ impl Session {
             }
         }
     }
-
-    fn push(&self, text: String) {
-        push(&self.sh, &self.conn, text.into());
-    }
-
-    fn error(&self, code: ErrorCode, request_id: Option<String>, message: &str) {
-        let f = self.sh.faults;
-        let code = if code == ErrorCode::UnknownType && f.has(Fault::UnknownTypeAsMalformed) {
-            ErrorCode::MalformedMessage
-        } else {
-            code
-        };
-        let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
-        self.push(ServerFrame::error(code, request_id, message).to_text());
-    }
-
-    /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
-    fn ack(&self, request_id: &Option<String>, missing: Option<Fault>) -> Option<Utf8Bytes> {
-        let f = self.sh.faults;
-        if missing.is_some_and(|m| f.has(m)) {
-            return None;
-        }
-        let id = match request_id {
-            Some(id) if f.has(Fault::AckWrongRequestId) => format!("{id}-wrong"),
-            Some(id) => id.clone(),
-            None if f.has(Fault::AckUnrequested) => String::new(),
-            None => return None,
-        };
-        Some(ServerFrame::Ack { request_id: id }.to_text().into())
-    }
-
-    fn on_text(&mut self, text: &str) -> Option<End> {
-        let inbound = match parse_request(text) {
-            Ok(i) => i,
-            Err(r) => {
-                let long = (r.code == ErrorCode::InvalidChannel
-                    && self.sh.faults.has(Fault::LongChannelAccepted))
-                .then(|| parse_long_channel(text))
-                .flatten();
-                match long {
-                    Some(i) => i,
-                    None => {
-                        self.error(r.code, r.request_id, &r.message);
-                        return None;
-                    }
-                }
-            }
-        };
-        let rid = inbound.request_id;
-        match inbound.request {
-            Request::Subscribe {
-                channel,
-                include_sender_metadata,
-            } => self.subscribe(rid, channel, include_sender_metadata),
-            Request::Unsubscribe { channel } => {
-                self.unsubscribe(rid, &channel);
-                None
-            }
-            Request::Publish { channel, data } => self.publish(rid, &channel, data),
-            Request::Send { to, data } => {
-                self.send(rid, &to, data);
-                None
-            }
-            Request::Ping => {
-                self.push(ServerFrame::Pong { request_id: rid }.to_text());
-                None
-            }
-        }
-    }
-
-    /// Checks 8-10 of §7.1 for subscribe and publish.
-    fn authorize(
-        &self,
-        rid: &Option<String>,
-        channel: &str,
-        action: Action,
-    ) -> Result<(), ErrorCode> {
-        let f = self.sh.faults;
-        if is_reserved(channel) && !f.has(Fault::AllowReserved) {
-            self.error(
-                ErrorCode::ChannelReserved,
-                rid.clone(),
-                "reserved channel prefix",
-            );
-            return Err(ErrorCode::ChannelReserved);
-        }
-        if !self.actions.contains(action) && !f.has(Fault::IgnorePermissions) {
-            self.error(
-                ErrorCode::ActionNotPermitted,
-                rid.clone(),
-                &format!("this credential lacks the `{}` action", action.as_str()),
-            );
-            return Err(ErrorCode::ActionNotPermitted);
-        }
-        if !self.scope.allows(channel) && !f.has(Fault::IgnoreChannelScope) {
-            return Err(ErrorCode::ChannelNotAuthorized);
-        }
-        Ok(())
-    }
-
-    fn subscribe(
-        &mut self,
-        rid: Option<String>,
-        channel: String,
-        include_meta: bool,
-    ) -> Option<End> {
-        let f = self.sh.faults;
-        match self.authorize(&rid, &channel, Action::Subscribe) {
-            Ok(()) => {}
-            Err(ErrorCode::ChannelNotAuthorized) => {
-                if self.app.compat.unauthorized_subscribe_closes {
-                    return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
-                }
-                self.error(
-                    ErrorCode::ChannelNotAuthorized,
-                    rid,
-                    "channel is outside this credential's patterns",
-                );
-                return None;
-            }
-            Err(_) => return None,
-        }
-        let held = self.subs.iter().any(|s| **s == *channel);
-        if !held
-            && self.subs.len() >= self.sh.limits.max_subscriptions
-            && !f.has(Fault::NoChannelLimit)
-        {
-            self.error(
-                ErrorCode::ChannelLimitExceeded,
-                rid,
-                "at most 100 subscriptions per connection",
-            );
-            return None;
-        }
-        if f.has(Fault::InternalError) {
-            self.error(
-                ErrorCode::InternalError,
-                rid,
-                "injected internal error (fault switch)",
-            );
-            return None;
-        }
-        let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
-        let hub = &self.app.hub;
-        if is_wildcard(&channel) {
-            hub.subscribe_wildcard(
-                &self.sh,
-                &self.conn,
-                &channel,
-                include_meta,
-                &self.scope,
-                ack,
-            );
-        } else {
-            hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
-        }
-        if !held {
-            self.subs.push(channel.into());
-        }
-        None
-    }
-
-    fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
-        let ack = self.ack(&rid, None);
-        let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
-            // UNSUB-2: idempotent.
-            if let Some(ack) = ack {
-                push(&self.sh, &self.conn, ack);
-            }
-            return;
-        };
-        self.subs.swap_remove(i);
-        let hub = &self.app.hub;
-        if is_wildcard(channel) {
-            hub.unsubscribe_wildcard(&self.sh, &self.conn, channel, ack);
-        } else {
-            hub.unsubscribe(&self.sh, &self.conn, channel, ack, Leave::Unsubscribe);
-        }
-    }
-
-    /// Checks 12 and the injected backend fault for publish and send.
-    fn charge(&self, rid: &Option<String>) -> bool {
-        if !self.app.charge_message() {
-            self.error(
-                ErrorCode::OverMessageQuota,
-                rid.clone(),
-                "message quota exhausted for this period",
-            );
-            return false;
-        }
-        if self.sh.faults.has(Fault::BackendError) {
-            self.error(
-                ErrorCode::BackendError,
-                rid.clone(),
-                "injected backend error (fault switch)",
-            );
-            return false;
-        }
-        true
-    }
-
-    fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
-        let f = self.sh.faults;
-        match self.authorize(&rid, channel, Action::Publish) {
-            Ok(()) => {}
-            Err(ErrorCode::ChannelNotAuthorized) => {
-                self.error(
-                    ErrorCode::ChannelNotAuthorized,
-                    rid,
-                    "channel is outside this credential's patterns",
-                );
-                return None;
-            }
-            Err(_) => return None,
-        }
-        if !self.charge(&rid) {
-            return None;
-        }
-        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
-            push(&self.sh, &self.conn, ack);
-        }
-        let spoofed = f
-            .has(Fault::FromSpoofable)
-            .then(|| {
-                serde_json::from_str::<Map<String, Value>>(data.get())
-                    .ok()
-                    .and_then(|m| m.get("from").and_then(Value::as_str).map(str::to_owned))
-            })
-            .flatten();
-        let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
-        self.app.hub.publish(
-            &self.sh,
-            Some(self.conn.id),
-            self.conn.id,
-            channel,
-            from,
-            data,
-            self.conn.peer_metadata.as_deref(),
-        );
-        let first = !self.published;
-        self.published = true;
-        (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
-    }
-
-    fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
-        let f = self.sh.faults;
-        if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
-            self.error(
-                ErrorCode::ActionNotPermitted,
-                rid,
-                "this credential lacks the `send` action",
-            );
-            return;
-        }
-        if !self.charge(&rid) {
-            return;
-        }
-        let meta = self
-            .conn
-            .peer_metadata
-            .as_deref()
-            .filter(|_| !f.has(Fault::DirectNoMetadata));
-        let peer_id = &self.conn.peer_id;
-        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
-            direct_text(peer_id, data, meta).into()
-        });
-        if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
-            let shown: String = to.chars().take(40).collect();
-            self.error(
-                ErrorCode::PeerNotFound,
-                rid,
-                &format!("peer {shown} is not connected"),
-            );
-        } else if let Some(ack) = self.ack(&rid, None) {
-            push(&self.sh, &self.conn, ack);
-        }
-    }
-
-    /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
-    /// admission slot.
-    fn leave(&mut self) {
-        let hub = &self.app.hub;
-        hub.unregister(&self.conn);
-        let mut wild = false;
-        for channel in self.subs.drain(..) {
-            if is_wildcard(&channel) {
-                wild = true;
-            } else {
-                hub.unsubscribe(&self.sh, &self.conn, &channel, None, Leave::Disconnect);
-            }
-        }
-        if wild {
-            hub.remove_wildcards(&self.conn);
-        }
-        self.app.release();
-    }
-}
-
-/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
-/// `long-channel-accepted` fault); everything else about the frame must be valid.
-fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
-    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    let field = |name: &str| {
-        members
-            .get(name)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    };
-    let channel = field("channel")?;
-    if channel.len() <= 256
-        || !channel.get(..256).is_some_and(valid_channel)
-        || channel.chars().any(crate::proto::limits::is_control)
-    {
-        return None;
-    }
-    let request_id = match members.get("requestId") {
-        None => None,
-        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
-    };
-    let request = match field("type")?.as_str() {
-        "subscribe" => Request::Subscribe {
-            channel,
-            include_sender_metadata: members
-                .get("includeSenderMetadata")
-                .is_some_and(|r| r.get() == "true"),
-        },
-        "unsubscribe" => Request::Unsubscribe { channel },
-        "publish" => Request::Publish {
-            channel,
-            data: members.get("data").copied()?,
-        },
-        _ => return None,
-    };
-    Some(Inbound {
-        request_id,
-        request,
-    })
 }
