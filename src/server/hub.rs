@@ -100,7 +100,7 @@ fn presence_text(channel_json: &str, joined: &[&str], left: Option<&[&str]>) -> 
 
 /// Pushes one frame, counting a slow-consumer close if it overflows the queue.
 pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
-    if conn.out.push(text, sh.limits.queue) == Pushed::Overflow {
+    if conn.out.push_due(text, sh.variant_delay(), sh.limits.queue) == Pushed::Overflow {
         count_overflow(sh, conn);
     }
 }
@@ -515,7 +515,7 @@ impl Hub {
             slot.get_or_insert_with(|| message_text(name, from, data, meta).into())
                 .clone()
         };
-        let due = sh
+        let injected_due = sh
             .injector
             .as_ref()
             .filter(|i| i.cfg.fanout_delay_ms > 0)
@@ -525,6 +525,7 @@ impl Hub {
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
+            let due = injected_due.max(sh.variant_delay());
             if conn
                 .out
                 .push_message(text, origin, due, injector, swap, sh.limits.queue)

@@ -29,6 +29,7 @@ pub mod rest;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod variant_io;
 pub mod variants;
 
 use std::io::Write;

@@ -30,6 +30,7 @@ use super::faults::Fault;
 use super::hub::{Conn, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Scope, Shared};
+use super::variant_io::{Chunked, Wire};
 use super::variants::Variant;
 use crate::proto::auth::EXPIRY_LEAD_MS;
 use crate::proto::frame::{self};
@@ -37,6 +38,13 @@ use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
 
 /// How long the server waits for the client's close frame (CLOSE-18).
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// How late the `close-late` variant answers a client's close: inside the 1 s a real
+/// client waits for it.
+const CLOSE_LATE: Duration = Duration::from_millis(900);
+/// How long the `writes-coalesced` variant holds frames to write them together.
+const COALESCE: Duration = Duration::from_millis(25);
+/// Control Ping cadence of the `pings-frequent` variant.
+const FREQUENT_PING: Duration = Duration::from_millis(200);
 /// Frames written per turn before the session looks at its socket again.
 const WRITE_BATCH: usize = 256;
 /// tungstenite write buffer: larger buffers batch broadcast frames into fewer syscalls
@@ -121,8 +129,23 @@ where
     Ok((parts.io.into_inner(), leftover))
 }
 
-/// Starts the WebSocket over the unwrapped stream.
+/// Starts the WebSocket over the unwrapped stream (in tiny writes for `writes-split`).
 async fn over<S: Transport>(
+    sh: Arc<Shared>,
+    io: S,
+    leftover: Option<Vec<u8>>,
+    cfg: Option<WebSocketConfig>,
+    admitted: Result<Admitted, Refusal>,
+    guard: LiveGuard,
+) {
+    if sh.variants.has(Variant::WritesSplit) {
+        let io = Chunked::new(io);
+        return Box::pin(over_stream(sh, io, leftover, cfg, admitted, guard)).await;
+    }
+    over_stream(sh, io, leftover, cfg, admitted, guard).await
+}
+
+async fn over_stream<S: Transport>(
     sh: Arc<Shared>,
     io: S,
     leftover: Option<Vec<u8>>,
@@ -148,6 +171,12 @@ trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 // TCP needs nothing: dropping the socket closes it.
 impl Transport for TcpStream {}
 impl Transport for TokioIo<Upgraded> {}
+
+impl<S: Transport> Transport for Chunked<S> {
+    async fn end(&mut self) {
+        self.get_mut().end().await
+    }
+}
 
 impl Transport for TlsStream<TcpStream> {
     /// Sends close_notify (RFC 8446 §6.1), so a client sees the end of the stream rather
@@ -273,6 +302,10 @@ async fn live<S: Transport>(
     guard: LiveGuard,
 ) {
     let end = s.run_loop(&mut ws, expiry).await;
+    if end == End::PeerClosed && s.sh.variants.has(Variant::CloseLate) {
+        // tungstenite queued the reply close; it goes out with the next write, after this.
+        tokio::time::sleep(CLOSE_LATE).await;
+    }
     if end == End::PeerClosed && s.sh.variants.has(Variant::LeaveOnTcpClose) {
         Box::pin(linger_until_tcp_closes(&mut ws)).await;
     }
@@ -304,17 +337,22 @@ async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &C
             let mut batch = VecDeque::new();
             conn.out.take(Instant::now(), &mut batch, usize::MAX);
             // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
-            let _ = timeout(Duration::from_millis(250), write_batch(ws, &mut batch)).await;
+            let wire = Wire::new(sh.variants);
+            let _ = timeout(
+                Duration::from_millis(250),
+                write_batch(ws, &mut batch, wire),
+            )
+            .await;
             if !sh.faults.has(Fault::NoGoingAway) {
                 let ga = ServerFrame::GoingAway {
                     retry_after_ms: sh.limits.going_away_retry_after_ms,
                 }
                 .to_text();
-                let _ = timeout(
-                    Duration::from_millis(100),
-                    ws.send(Message::Text(ga.into())),
-                )
-                .await;
+                let mut last = VecDeque::from([Item {
+                    text: ga.into(),
+                    due: None,
+                }]);
+                let _ = timeout(Duration::from_millis(100), write_batch(ws, &mut last, wire)).await;
             }
             close_with(ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
         }
@@ -339,15 +377,23 @@ fn welcome_text(sh: &Shared, a: &Admitted) -> String {
     )
 }
 
+/// Writes the batch and flushes once (frames queued together share TCP writes).
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Item>,
+    wire: Wire,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(item) = batch.pop_front() {
-        ws.feed(Message::Text(item.text)).await?;
+        if wire.plain() {
+            ws.feed(Message::Text(item.text)).await?;
+        } else {
+            for frame in wire.frames(item.text) {
+                ws.feed(Message::Frame(frame)).await?;
+            }
+        }
     }
     ws.flush().await
 }
@@ -417,7 +463,14 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let conn = self.conn.clone();
-        let ping_every = self.sh.limits.ping_interval;
+        let variants = self.sh.variants;
+        let wire = Wire::new(variants);
+        let coalesce = variants.has(Variant::WritesCoalesced);
+        let ping_every = if variants.has(Variant::PingsFrequent) {
+            FREQUENT_PING
+        } else {
+            self.sh.limits.ping_interval
+        };
         let grace = self.sh.limits.pong_grace;
         let mut next_ping = Instant::now() + ping_every;
         let mut pong_deadline: Option<Instant> = None;
@@ -427,6 +480,8 @@ impl Session {
         let mut armed = next_ping;
         // The due time last handed to the delay thread (injected delays only).
         let mut registered: Option<Instant> = None;
+        // When frames held by `writes-coalesced` go out.
+        let mut flush_at: Option<Instant> = None;
         loop {
             if let Some(code) = conn.out.close_requested() {
                 return if code == ABORT {
@@ -436,7 +491,9 @@ impl Session {
                 };
             }
             let now = Instant::now();
-            let due = conn.out.take(now, &mut batch, WRITE_BATCH);
+            // Only `writes-coalesced` keeps frames in `batch` from one turn to the next.
+            let room = WRITE_BATCH - batch.len();
+            let due = conn.out.take(now, &mut batch, room);
             if let (Some(d), Some(timer)) = (due, &self.sh.delay_timer)
                 && registered != Some(d)
             {
@@ -444,11 +501,18 @@ impl Session {
                 registered = Some(d);
             }
             let more = batch.len() == WRITE_BATCH;
-            if !batch.is_empty() {
+            // `writes-coalesced` holds frames up to COALESCE to write them together, still
+            // reading meanwhile (a server that stopped reading would dodge the rate limit).
+            let hold = coalesce
+                && !more
+                && !batch.is_empty()
+                && *flush_at.get_or_insert(now + COALESCE) > now;
+            if !batch.is_empty() && !hold {
+                flush_at = None;
                 let written = tokio::select! {
                     biased;
                     _ = conn.out.close_signal() => continue,
-                    r = write_batch(ws, &mut batch) => r,
+                    r = write_batch(ws, &mut batch, wire) => r,
                 };
                 if written.is_err() {
                     return End::Drop;
@@ -462,7 +526,7 @@ impl Session {
             if let Some(e) = expiry {
                 wake = wake.min(e);
             }
-            if let Some(d) = due {
+            if let Some(d) = due.into_iter().chain(flush_at).min() {
                 wake = wake.min(d);
             }
             if wake != armed {
@@ -499,7 +563,9 @@ impl Session {
                         if timeout(grace, ws.send(Message::Ping(Default::default()))).await.is_err() {
                             return End::Drop;
                         }
-                        pong_deadline = Some(now + grace);
+                        // The first unanswered Ping sets the deadline: pings more often than
+                        // the grace period must not push it back (HB-2).
+                        pong_deadline.get_or_insert(now + grace);
                         next_ping = now + ping_every;
                     }
                 }
