@@ -309,6 +309,9 @@ impl Session {
         if wild {
             hub.remove_wildcards(&self.conn);
         }
+        if self.sh.faults.has(Fault::UnsubscribeKeepsDelivering) {
+            hub.drop_ghosts(&self.conn);
+        }
         self.app.release();
     }
 }
