@@ -240,3 +240,11 @@ pub fn variant_names() -> Vec<String> {
         .map(|v| v.name().to_owned())
         .collect()
 }
+
+/// The `[choice]` rules a legal variant departs from (cases resting on them do not apply
+/// to it); empty for an unknown name.
+pub fn variant_departures(name: &str) -> Vec<String> {
+    server::Variant::parse(name)
+        .map(|v| v.departs_from().iter().map(|r| r.to_string()).collect())
+        .unwrap_or_default()
+}

@@ -33,6 +33,30 @@ async fn builtin_suite_passes_against_a_server_that_leaves_on_tcp_close() {
     full_suite_passes(None, &["leave-on-tcp-close"]).await;
 }
 
+/// Every legal variant that changes only how frames travel, all at once (a correct
+/// server may combine them): members reordered and spaced, writes coalesced and split
+/// into 1-7 byte chunks, fragmented messages, frames delayed 0-50 ms, pings every 200
+/// ms, closes answered 900 ms late, leaves on TCP close. `data-reserialized` is left
+/// out: it departs from a `[choice]`, so only the self-check runs it (without those
+/// cases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_suite_passes_against_every_wire_variant_at_once() {
+    full_suite_passes(
+        None,
+        &[
+            "leave-on-tcp-close",
+            "json-reordered-spaced",
+            "writes-coalesced",
+            "writes-split",
+            "fragmented",
+            "delayed-frames",
+            "pings-frequent",
+            "close-late",
+        ],
+    )
+    .await;
+}
+
 /// The same gate over `wss://` and `https://`: every case, REST included, goes through
 /// TLS (the private servers some cases start share the certificate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +85,10 @@ async fn full_suite_passes(tls: Option<Tls>, variants: &[&str]) {
     assert_eq!(server.target().ws_url.starts_with("wss://"), secure);
     assert_eq!(server.target().rest_url.starts_with("https://"), secure);
     let args = default_args();
-    let env = env_for(server.target().clone(), &args, Vec::new(), true, tls)
+    let mut env = env_for(server.target().clone(), &args, Vec::new(), true, tls)
         .await
         .expect("environment");
+    env.variants = variants.iter().map(|v| v.to_string()).collect();
     let (_tx, stop) = Stop::never();
     let started = Instant::now();
     let run = run_suite(cases, env, 16, stop, false).await;

@@ -144,6 +144,9 @@ pub struct ConformArgs {
     /// Run the embedded reference server with these fault switches (repeatable).
     #[arg(long, value_name = "NAME", hide = true, conflicts_with = "target")]
     pub fault: Vec<String>,
+    /// Run the embedded reference server as this legal variant (repeatable).
+    #[arg(long, value_name = "NAME", hide = true, conflicts_with = "target")]
+    pub variant: Vec<String>,
     /// Show timings of passing cases too.
     #[arg(long, short)]
     pub verbose: bool,
@@ -380,6 +383,7 @@ pub async fn env_for(
         spread,
         ips: Arc::new(SourceIps::default()),
         faults,
+        variants: Vec::new(),
         run_id: run_id(),
         reference,
         connector,
@@ -496,6 +500,7 @@ pub async fn main(args: ConformArgs, stop: Stop) -> anyhow::Result<i32> {
         None => {
             let s = EmbeddedServer::start(Options {
                 faults: args.fault.clone(),
+                variants: args.variant.clone(),
                 tls: embedded_tls.clone(),
                 ..Default::default()
             })
@@ -507,7 +512,8 @@ pub async fn main(args: ConformArgs, stop: Stop) -> anyhow::Result<i32> {
         }
     };
     let reference = target.embedded || target.admin_token.is_some();
-    let env = env_for(target, &args, args.fault.clone(), reference, embedded_tls).await?;
+    let mut env = env_for(target, &args, args.fault.clone(), reference, embedded_tls).await?;
+    env.variants = args.variant.clone();
     if env.connector.insecure() {
         eprintln!(
             "warning: --insecure: server certificates are NOT verified; the verdicts say nothing about the target's certificate"

@@ -53,6 +53,8 @@ pub struct Env {
     pub pacer: Option<Arc<Pacer>>,
     /// Faults of the server under test, for private embedded servers (self-check).
     pub faults: Vec<String>,
+    /// Legal variants of the server under test, for private embedded servers.
+    pub variants: Vec<String>,
     /// Random per run, so names never collide with another run on a shared server.
     pub run_id: String,
     /// The target is the reference server (its exact `[choice]` boundaries apply).
@@ -418,6 +420,7 @@ impl<'a> Ctx<'a> {
         if self.case.requires.contains(&Requirement::DedicatedServer) {
             let opts = Options {
                 faults: self.env.faults.clone(),
+                variants: self.env.variants.clone(),
                 tls: self.env.embedded_tls.clone(),
                 ..Default::default()
             };

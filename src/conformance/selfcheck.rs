@@ -1,7 +1,10 @@
-//! `--self-check`: proves the suite catches broken servers. It runs the must cases
-//! against the clean reference server (all must pass), then against one embedded
-//! server per fault switch (at least one must case must fail), several faults at a
-//! time, and prints a kill table. A surviving fault fails the command.
+//! `--self-check`: proves the suite's verdicts both ways. It runs the must cases against
+//! the clean reference server (all must pass), against every legal variant — a correct
+//! server built differently — (all must pass, except cases resting on a `[choice]` the
+//! variant departs from, which are skipped and counted), and against one embedded server
+//! per fault switch (at least one must case must fail), several runs at a time. It prints
+//! a variant table and a kill table; a failing variant or a surviving fault fails the
+//! command.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +18,19 @@ use super::{ConformArgs, env_for, report, run_suite};
 use crate::embedded::{EmbeddedServer, Options, Tls};
 use crate::shutdown::Stop;
 
-pub use crate::embedded::{fault_names, variant_names};
+pub use crate::embedded::{fault_names, variant_departures, variant_names};
 
 /// Fault runs at the same time. Each is a full suite with its own server; a faulted run
 /// is mostly cases waiting out their timeouts, which costs no CPU, so several overlap
 /// well even on 2 cores.
 const PARALLEL_FAULTS: usize = 6;
 
-/// One suite run against an embedded server with `faults`; returns the failed must cases.
+/// Variant runs at the same time: they pass, so they are short, but several of them
+/// measure timing (delays, late closes), which CPU contention on 2 cores would blur.
+const PARALLEL_VARIANTS: usize = 3;
+
+/// One suite run against an embedded server with `faults` and `variants`; returns the
+/// failed must cases.
 async fn run_against(
     faults: Vec<String>,
     variants: Vec<String>,
@@ -34,13 +42,14 @@ async fn run_against(
     let tls = args.embedded_tls.then(Tls::self_signed).transpose()?;
     let server = EmbeddedServer::start(Options {
         faults: faults.clone(),
-        variants,
+        variants: variants.clone(),
         tls: tls.clone(),
         ..Default::default()
     })
     .await
     .with_context(|| format!("cannot start the embedded server with faults {faults:?}"))?;
-    let env = env_for(server.target().clone(), args, faults, true, tls).await?;
+    let mut env = env_for(server.target().clone(), args, faults, true, tls).await?;
+    env.variants = variants;
     let outcome = run_suite(cases, env, jobs, stop, false).await;
     server.shutdown().await;
     let failed = outcome
@@ -96,40 +105,9 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
     }
 
     // A correct server built differently must pass too: a verdict that fails it is as
-    // wrong as one that passes a broken server.
-    let variants = variant_names();
-    println!("\n{} legal variants (each must pass):", variants.len());
-    let mut over_fired = 0;
-    for variant in &variants {
-        let (failed, outcome) = run_against(
-            Vec::new(),
-            vec![variant.clone()],
-            musts.clone(),
-            &args,
-            jobs,
-            stop.clone(),
-        )
-        .await?;
-        if failed.is_empty() {
-            println!("  {variant:<34} passed");
-        } else {
-            over_fired += 1;
-            println!("  {variant:<34} FAILED by {} case(s):", failed.len());
-            for r in outcome
-                .results
-                .iter()
-                .filter(|r| r.verdict == Verdict::Fail)
-            {
-                println!("    {}", report::text::case_line(r, false));
-            }
-        }
-    }
-    if over_fired > 0 {
-        println!(
-            "self-check FAILED: the suite fails {over_fired} legal variant(s) of a correct server"
-        );
-        return Ok(1);
-    }
+    // wrong as one that passes a broken server. Faults run even when a variant failed, so
+    // one run shows both tables.
+    let over_fired = run_variants(&musts, &args, jobs, &stop).await?;
 
     let faults = fault_names();
     println!("\n{} faults, {PARALLEL_FAULTS} at a time:", faults.len());
@@ -215,5 +193,121 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
         },
         started.elapsed().as_secs_f64()
     );
-    Ok(if survived == 0 { 0 } else { 1 })
+    if over_fired > 0 {
+        println!(
+            "self-check FAILED: the suite fails {over_fired} legal variant(s) of a correct server"
+        );
+    }
+    Ok(if survived == 0 && over_fired == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// What one variant run showed.
+struct VariantRun {
+    name: String,
+    /// Must cases skipped because they rest on a `[choice]` the variant departs from.
+    skipped: usize,
+    departs: Vec<String>,
+    result: anyhow::Result<(Vec<String>, super::verdict::RunOutcome)>,
+}
+
+/// The must cases that apply to a variant departing from `departs`, and how many do not.
+fn cases_for(musts: &[Arc<Case>], departs: &[String]) -> (Vec<Arc<Case>>, usize) {
+    let applies = |c: &Arc<Case>| !(c.choice && c.spec.iter().any(|r| departs.contains(r)));
+    let run: Vec<Arc<Case>> = musts.iter().filter(|c| applies(c)).cloned().collect();
+    let skipped = musts.len() - run.len();
+    (run, skipped)
+}
+
+/// Runs the suite against every legal variant and prints the variant table; returns how
+/// many variants failed a must case.
+async fn run_variants(
+    musts: &[Arc<Case>],
+    args: &ConformArgs,
+    jobs: usize,
+    stop: &Stop,
+) -> anyhow::Result<usize> {
+    let variants = variant_names();
+    println!(
+        "\n{} legal variants, {PARALLEL_VARIANTS} at a time (each must pass):",
+        variants.len()
+    );
+    let args = Arc::new(args.clone());
+    let mut set = JoinSet::new();
+    let mut queue = variants.clone().into_iter();
+    let mut runs: Vec<VariantRun> = Vec::new();
+    loop {
+        while set.len() < PARALLEL_VARIANTS && !stop.is_stopped() {
+            let Some(name) = queue.next() else { break };
+            let departs = variant_departures(&name);
+            let (cases, skipped) = cases_for(musts, &departs);
+            let (args, stop) = (args.clone(), stop.clone());
+            set.spawn(async move {
+                let result =
+                    run_against(Vec::new(), vec![name.clone()], cases, &args, jobs, stop).await;
+                VariantRun {
+                    name,
+                    skipped,
+                    departs,
+                    result,
+                }
+            });
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        match done {
+            Ok(run) => runs.push(run),
+            Err(e) => anyhow::bail!("a variant run panicked: {e}"),
+        }
+    }
+    if stop.is_stopped() {
+        anyhow::bail!("interrupted");
+    }
+    runs.sort_by_key(|r| variants.iter().position(|v| *v == r.name));
+
+    println!("\nvariant table:");
+    println!("{:<34} verdict", "variant");
+    let mut over_fired = 0;
+    for run in &runs {
+        let skipped = if run.skipped > 0 {
+            format!(
+                " ({} case(s) resting on {} skipped: a [choice] it departs from)",
+                run.skipped,
+                run.departs.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        match &run.result {
+            Ok((failed, outcome)) if failed.is_empty() => println!(
+                "{:<34} passed in {:.1} s{skipped}",
+                run.name,
+                outcome.duration.as_secs_f64()
+            ),
+            Ok((failed, outcome)) => {
+                over_fired += 1;
+                println!(
+                    "{:<34} FAILED by {} must case(s){skipped}:",
+                    run.name,
+                    failed.len()
+                );
+                for r in outcome
+                    .results
+                    .iter()
+                    .filter(|r| r.verdict == Verdict::Fail)
+                {
+                    println!("    {}", report::text::case_line(r, false));
+                }
+            }
+            Err(e) => {
+                over_fired += 1;
+                println!("{:<34} ERROR: {e:#}", run.name);
+            }
+        }
+    }
+    Ok(over_fired)
 }

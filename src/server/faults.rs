@@ -38,6 +38,7 @@ faults! {
     SnapshotBeforeAck = "snapshot-before-ack": "the snapshot is sent before the ack (ORD-2)",
     PresenceNoJoin = "presence-no-join": "no join deltas (PRES-5)",
     PresenceNoLeaveDisconnect = "presence-no-leave-disconnect": "no leave delta when a connection closes (PRES-6)",
+    UnsubscribeKeepsDelivering = "unsubscribe-keeps-delivering": "unsubscribe is acked and announced as a leave, but the subscription keeps receiving messages (UNSUB-4)",
     PresenceNoLeaveUnsubscribe = "presence-no-leave-unsubscribe": "no leave delta on unsubscribe (UNSUB-4)",
     PresencePerConnection = "presence-per-connection": "joins/leaves announced per connection, not per peer (PRES-1)",
     PresenceDropMetadata = "presence-drop-metadata": "presence entries omit metadata (PRES-7, PFR-2)",

@@ -100,7 +100,7 @@ fn presence_text(channel_json: &str, joined: &[&str], left: Option<&[&str]>) -> 
 
 /// Pushes one frame, counting a slow-consumer close if it overflows the queue.
 pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
-    if conn.out.push(text, sh.limits.queue) == Pushed::Overflow {
+    if conn.out.push_due(text, sh.variant_delay(), sh.limits.queue) == Pushed::Overflow {
         count_overflow(sh, conn);
     }
 }
@@ -116,6 +116,9 @@ fn count_overflow(sh: &Shared, conn: &Conn) {
 struct Sub {
     conn: Arc<Conn>,
     include_meta: bool,
+    /// Left by the `unsubscribe-keeps-delivering` fault: acked and announced as left, but
+    /// still receives messages (never presence).
+    ghost: bool,
 }
 
 #[derive(Debug)]
@@ -292,17 +295,18 @@ impl Hub {
             }
             let inner = &mut *inner;
             let joined = match inner.subs.get_mut(&conn.id) {
-                Some(sub) => {
+                Some(sub) if !sub.ghost => {
                     // SUB-7/8: replace the flag, fresh snapshot, no new announcement.
                     sub.include_meta = include_meta;
                     false
                 }
-                None => {
+                _ => {
                     inner.subs.insert(
                         conn.id,
                         Sub {
                             conn: conn.clone(),
                             include_meta,
+                            ghost: false,
                         },
                     );
                     let announce = match inner.present.get_mut(&conn.peer_id) {
@@ -364,7 +368,7 @@ impl Hub {
                 };
                 let delta = presence_text(&ch.name_json, &[&entry], left);
                 for sub in inner.subs.values() {
-                    if sub.conn.id != conn.id && sub.conn.presence {
+                    if sub.conn.id != conn.id && sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
                     }
                 }
@@ -389,7 +393,12 @@ impl Hub {
         };
         let mut guard = ch.lock();
         let inner = &mut *guard;
-        if !inner.dead && inner.subs.remove(&conn.id).is_some() {
+        let removed = if inner.dead {
+            None
+        } else {
+            inner.subs.remove(&conn.id)
+        };
+        if let Some(sub) = removed.filter(|s| !s.ghost) {
             let mut announce = f.has(Fault::PresencePerConnection);
             let mut entry = conn.entry.clone();
             if let Some(p) = inner.present.get_mut(&conn.peer_id) {
@@ -414,10 +423,14 @@ impl Hub {
                 let entry = entry_for(f, &conn.peer_id, &entry);
                 let delta = presence_text(&ch.name_json, &[], Some(&[&entry]));
                 for sub in inner.subs.values() {
-                    if sub.conn.presence {
+                    if sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
                     }
                 }
+            }
+            if why == Leave::Unsubscribe && f.has(Fault::UnsubscribeKeepsDelivering) {
+                let ghost = Sub { ghost: true, ..sub };
+                inner.subs.insert(conn.id, ghost);
             }
             self.forget_if_empty(name, &ch, inner);
         } else if let Some(ack) = ack {
@@ -515,7 +528,7 @@ impl Hub {
             slot.get_or_insert_with(|| message_text(name, from, data, meta).into())
                 .clone()
         };
-        let due = sh
+        let injected_due = sh
             .injector
             .as_ref()
             .filter(|i| i.cfg.fanout_delay_ms > 0)
@@ -525,6 +538,7 @@ impl Hub {
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
+            let due = injected_due.max(sh.variant_delay());
             if conn
                 .out
                 .push_message(text, origin, due, injector, swap, sh.limits.queue)
@@ -605,6 +619,22 @@ impl Hub {
             n += 1;
         }
         n
+    }
+
+    /// Removes what the `unsubscribe-keeps-delivering` fault left of `conn` (on its close).
+    pub fn drop_ghosts(&self, conn: &Conn) {
+        let channels: Vec<(Arc<str>, Arc<Channel>)> = self
+            .channels()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, ch) in channels {
+            let mut inner = ch.lock();
+            if inner.subs.get(&conn.id).is_some_and(|s| s.ghost) {
+                inner.subs.remove(&conn.id);
+                self.forget_if_empty(&name, &ch, &mut inner);
+            }
+        }
     }
 
     /// Presence entries of `name` in the order peers became present (REST-21/22); with

@@ -24,10 +24,12 @@ pub mod http;
 pub mod hub;
 pub mod inject;
 pub mod outbox;
+mod requests;
 pub mod rest;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod variant_io;
 pub mod variants;
 
 use std::io::Write;

@@ -99,9 +99,15 @@ impl Outbox {
 
     /// Queues a frame that is not a channel message (ack, error, presence, direct, pong).
     pub fn push(&self, text: Utf8Bytes, limits: QueueLimits) -> Pushed {
+        self.push_due(text, None, limits)
+    }
+
+    /// [`Outbox::push`], not to be written before `due` (the `delayed-frames` variant).
+    /// Frames behind it wait for it, so the connection's order holds.
+    pub fn push_due(&self, text: Utf8Bytes, due: Option<Instant>, limits: QueueLimits) -> Pushed {
         let pushed = {
             let mut q = self.lock();
-            self.push_locked(&mut q, Item { text, due: None }, None, limits)
+            self.push_locked(&mut q, Item { text, due }, None, limits)
         };
         if pushed == Pushed::Queued {
             self.data.notify_one();

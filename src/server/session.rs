@@ -15,8 +15,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -24,23 +22,29 @@ use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::admit::{Admitted, Refusal, authenticate};
 use super::config::RateLimit;
 use super::faults::Fault;
-use super::hub::{Conn, Leave, push};
+use super::hub::{Conn, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Scope, Shared};
+use super::variant_io::{Chunked, Wire};
 use super::variants::Variant;
 use crate::proto::auth::EXPIRY_LEAD_MS;
-use crate::proto::frame::{self, Inbound, Request, direct_text, parse_request};
-use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
-use crate::proto::pattern::is_wildcard;
+use crate::proto::frame::{self};
 use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
 
 /// How long the server waits for the client's close frame (CLOSE-18).
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+/// How late the `close-late` variant answers a client's close: inside the 1 s a real
+/// client waits for it.
+const CLOSE_LATE: Duration = Duration::from_millis(900);
+/// How long the `writes-coalesced` variant holds frames to write them together.
+const COALESCE: Duration = Duration::from_millis(25);
+/// Control Ping cadence of the `pings-frequent` variant.
+const FREQUENT_PING: Duration = Duration::from_millis(200);
 /// Frames written per turn before the session looks at its socket again.
 const WRITE_BATCH: usize = 256;
 /// tungstenite write buffer: larger buffers batch broadcast frames into fewer syscalls
@@ -125,8 +129,23 @@ where
     Ok((parts.io.into_inner(), leftover))
 }
 
-/// Starts the WebSocket over the unwrapped stream.
+/// Starts the WebSocket over the unwrapped stream (in tiny writes for `writes-split`).
 async fn over<S: Transport>(
+    sh: Arc<Shared>,
+    io: S,
+    leftover: Option<Vec<u8>>,
+    cfg: Option<WebSocketConfig>,
+    admitted: Result<Admitted, Refusal>,
+    guard: LiveGuard,
+) {
+    if sh.variants.has(Variant::WritesSplit) {
+        let io = Chunked::new(io);
+        return Box::pin(over_stream(sh, io, leftover, cfg, admitted, guard)).await;
+    }
+    over_stream(sh, io, leftover, cfg, admitted, guard).await
+}
+
+async fn over_stream<S: Transport>(
     sh: Arc<Shared>,
     io: S,
     leftover: Option<Vec<u8>>,
@@ -152,6 +171,12 @@ trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 // TCP needs nothing: dropping the socket closes it.
 impl Transport for TcpStream {}
 impl Transport for TokioIo<Upgraded> {}
+
+impl<S: Transport> Transport for Chunked<S> {
+    async fn end(&mut self) {
+        self.get_mut().end().await
+    }
+}
 
 impl Transport for TlsStream<TcpStream> {
     /// Sends close_notify (RFC 8446 §6.1), so a client sees the end of the stream rather
@@ -277,6 +302,10 @@ async fn live<S: Transport>(
     guard: LiveGuard,
 ) {
     let end = s.run_loop(&mut ws, expiry).await;
+    if end == End::PeerClosed && s.sh.variants.has(Variant::CloseLate) {
+        // tungstenite queued the reply close; it goes out with the next write, after this.
+        tokio::time::sleep(CLOSE_LATE).await;
+    }
     if end == End::PeerClosed && s.sh.variants.has(Variant::LeaveOnTcpClose) {
         Box::pin(linger_until_tcp_closes(&mut ws)).await;
     }
@@ -308,17 +337,22 @@ async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &C
             let mut batch = VecDeque::new();
             conn.out.take(Instant::now(), &mut batch, usize::MAX);
             // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
-            let _ = timeout(Duration::from_millis(250), write_batch(ws, &mut batch)).await;
+            let wire = Wire::new(sh.variants);
+            let _ = timeout(
+                Duration::from_millis(250),
+                write_batch(ws, &mut batch, wire),
+            )
+            .await;
             if !sh.faults.has(Fault::NoGoingAway) {
                 let ga = ServerFrame::GoingAway {
                     retry_after_ms: sh.limits.going_away_retry_after_ms,
                 }
                 .to_text();
-                let _ = timeout(
-                    Duration::from_millis(100),
-                    ws.send(Message::Text(ga.into())),
-                )
-                .await;
+                let mut last = VecDeque::from([Item {
+                    text: ga.into(),
+                    due: None,
+                }]);
+                let _ = timeout(Duration::from_millis(100), write_batch(ws, &mut last, wire)).await;
             }
             close_with(ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
         }
@@ -343,22 +377,30 @@ fn welcome_text(sh: &Shared, a: &Admitted) -> String {
     )
 }
 
+/// Writes the batch and flushes once (frames queued together share TCP writes).
 async fn write_batch<S>(
     ws: &mut WebSocketStream<S>,
     batch: &mut VecDeque<Item>,
+    wire: Wire,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(item) = batch.pop_front() {
-        ws.feed(Message::Text(item.text)).await?;
+        if wire.plain() {
+            ws.feed(Message::Text(item.text)).await?;
+        } else {
+            for frame in wire.frames(item.text) {
+                ws.feed(Message::Frame(frame)).await?;
+            }
+        }
     }
     ws.flush().await
 }
 
 /// How the main loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// Close with this code (handshake follows).
     Close(u16),
     /// The client sent a close frame.
@@ -400,18 +442,19 @@ impl Bucket {
     }
 }
 
-/// The session-private state of one admitted connection.
-struct Session {
-    sh: Arc<Shared>,
-    app: Arc<App>,
-    conn: Arc<Conn>,
-    scope: Arc<Scope>,
-    actions: Actions,
+/// The session-private state of one admitted connection (its requests are handled in
+/// `requests.rs`).
+pub(super) struct Session {
+    pub(super) sh: Arc<Shared>,
+    pub(super) app: Arc<App>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) scope: Arc<Scope>,
+    pub(super) actions: Actions,
     /// Held subscriptions, exact and wildcard, as the client named them (≤ 100).
-    subs: Vec<Box<str>>,
+    pub(super) subs: Vec<Box<str>>,
     bucket: Option<Bucket>,
     /// A publish was accepted (the `close-1011` fault closes after the first).
-    published: bool,
+    pub(super) published: bool,
 }
 
 impl Session {
@@ -420,7 +463,14 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let conn = self.conn.clone();
-        let ping_every = self.sh.limits.ping_interval;
+        let variants = self.sh.variants;
+        let wire = Wire::new(variants);
+        let coalesce = variants.has(Variant::WritesCoalesced);
+        let ping_every = if variants.has(Variant::PingsFrequent) {
+            FREQUENT_PING
+        } else {
+            self.sh.limits.ping_interval
+        };
         let grace = self.sh.limits.pong_grace;
         let mut next_ping = Instant::now() + ping_every;
         let mut pong_deadline: Option<Instant> = None;
@@ -430,6 +480,8 @@ impl Session {
         let mut armed = next_ping;
         // The due time last handed to the delay thread (injected delays only).
         let mut registered: Option<Instant> = None;
+        // When frames held by `writes-coalesced` go out.
+        let mut flush_at: Option<Instant> = None;
         loop {
             if let Some(code) = conn.out.close_requested() {
                 return if code == ABORT {
@@ -439,7 +491,9 @@ impl Session {
                 };
             }
             let now = Instant::now();
-            let due = conn.out.take(now, &mut batch, WRITE_BATCH);
+            // Only `writes-coalesced` keeps frames in `batch` from one turn to the next.
+            let room = WRITE_BATCH - batch.len();
+            let due = conn.out.take(now, &mut batch, room);
             if let (Some(d), Some(timer)) = (due, &self.sh.delay_timer)
                 && registered != Some(d)
             {
@@ -447,11 +501,18 @@ impl Session {
                 registered = Some(d);
             }
             let more = batch.len() == WRITE_BATCH;
-            if !batch.is_empty() {
+            // `writes-coalesced` holds frames up to COALESCE to write them together, still
+            // reading meanwhile (a server that stopped reading would dodge the rate limit).
+            let hold = coalesce
+                && !more
+                && !batch.is_empty()
+                && *flush_at.get_or_insert(now + COALESCE) > now;
+            if !batch.is_empty() && !hold {
+                flush_at = None;
                 let written = tokio::select! {
                     biased;
                     _ = conn.out.close_signal() => continue,
-                    r = write_batch(ws, &mut batch) => r,
+                    r = write_batch(ws, &mut batch, wire) => r,
                 };
                 if written.is_err() {
                     return End::Drop;
@@ -465,7 +526,7 @@ impl Session {
             if let Some(e) = expiry {
                 wake = wake.min(e);
             }
-            if let Some(d) = due {
+            if let Some(d) = due.into_iter().chain(flush_at).min() {
                 wake = wake.min(d);
             }
             if wake != armed {
@@ -502,7 +563,9 @@ impl Session {
                         if timeout(grace, ws.send(Message::Ping(Default::default()))).await.is_err() {
                             return End::Drop;
                         }
-                        pong_deadline = Some(now + grace);
+                        // The first unanswered Ping sets the deadline: pings more often than
+                        // the grace period must not push it back (HB-2).
+                        pong_deadline.get_or_insert(now + grace);
                         next_ping = now + ping_every;
                     }
                 }
@@ -578,340 +641,4 @@ impl Session {
             }
         }
     }
-
-    fn push(&self, text: String) {
-        push(&self.sh, &self.conn, text.into());
-    }
-
-    fn error(&self, code: ErrorCode, request_id: Option<String>, message: &str) {
-        let f = self.sh.faults;
-        let code = if code == ErrorCode::UnknownType && f.has(Fault::UnknownTypeAsMalformed) {
-            ErrorCode::MalformedMessage
-        } else {
-            code
-        };
-        let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
-        self.push(ServerFrame::error(code, request_id, message).to_text());
-    }
-
-    /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
-    fn ack(&self, request_id: &Option<String>, missing: Option<Fault>) -> Option<Utf8Bytes> {
-        let f = self.sh.faults;
-        if missing.is_some_and(|m| f.has(m)) {
-            return None;
-        }
-        let id = match request_id {
-            Some(id) if f.has(Fault::AckWrongRequestId) => format!("{id}-wrong"),
-            Some(id) => id.clone(),
-            None if f.has(Fault::AckUnrequested) => String::new(),
-            None => return None,
-        };
-        Some(ServerFrame::Ack { request_id: id }.to_text().into())
-    }
-
-    fn on_text(&mut self, text: &str) -> Option<End> {
-        let inbound = match parse_request(text) {
-            Ok(i) => i,
-            Err(r) => {
-                let long = (r.code == ErrorCode::InvalidChannel
-                    && self.sh.faults.has(Fault::LongChannelAccepted))
-                .then(|| parse_long_channel(text))
-                .flatten();
-                match long {
-                    Some(i) => i,
-                    None => {
-                        self.error(r.code, r.request_id, &r.message);
-                        return None;
-                    }
-                }
-            }
-        };
-        let rid = inbound.request_id;
-        match inbound.request {
-            Request::Subscribe {
-                channel,
-                include_sender_metadata,
-            } => self.subscribe(rid, channel, include_sender_metadata),
-            Request::Unsubscribe { channel } => {
-                self.unsubscribe(rid, &channel);
-                None
-            }
-            Request::Publish { channel, data } => self.publish(rid, &channel, data),
-            Request::Send { to, data } => {
-                self.send(rid, &to, data);
-                None
-            }
-            Request::Ping => {
-                self.push(ServerFrame::Pong { request_id: rid }.to_text());
-                None
-            }
-        }
-    }
-
-    /// Checks 8-10 of §7.1 for subscribe and publish.
-    fn authorize(
-        &self,
-        rid: &Option<String>,
-        channel: &str,
-        action: Action,
-    ) -> Result<(), ErrorCode> {
-        let f = self.sh.faults;
-        if is_reserved(channel) && !f.has(Fault::AllowReserved) {
-            self.error(
-                ErrorCode::ChannelReserved,
-                rid.clone(),
-                "reserved channel prefix",
-            );
-            return Err(ErrorCode::ChannelReserved);
-        }
-        if !self.actions.contains(action) && !f.has(Fault::IgnorePermissions) {
-            self.error(
-                ErrorCode::ActionNotPermitted,
-                rid.clone(),
-                &format!("this credential lacks the `{}` action", action.as_str()),
-            );
-            return Err(ErrorCode::ActionNotPermitted);
-        }
-        if !self.scope.allows(channel) && !f.has(Fault::IgnoreChannelScope) {
-            return Err(ErrorCode::ChannelNotAuthorized);
-        }
-        Ok(())
-    }
-
-    fn subscribe(
-        &mut self,
-        rid: Option<String>,
-        channel: String,
-        include_meta: bool,
-    ) -> Option<End> {
-        let f = self.sh.faults;
-        match self.authorize(&rid, &channel, Action::Subscribe) {
-            Ok(()) => {}
-            Err(ErrorCode::ChannelNotAuthorized) => {
-                if self.app.compat.unauthorized_subscribe_closes {
-                    return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
-                }
-                self.error(
-                    ErrorCode::ChannelNotAuthorized,
-                    rid,
-                    "channel is outside this credential's patterns",
-                );
-                return None;
-            }
-            Err(_) => return None,
-        }
-        let held = self.subs.iter().any(|s| **s == *channel);
-        if !held
-            && self.subs.len() >= self.sh.limits.max_subscriptions
-            && !f.has(Fault::NoChannelLimit)
-        {
-            self.error(
-                ErrorCode::ChannelLimitExceeded,
-                rid,
-                "at most 100 subscriptions per connection",
-            );
-            return None;
-        }
-        if f.has(Fault::InternalError) {
-            self.error(
-                ErrorCode::InternalError,
-                rid,
-                "injected internal error (fault switch)",
-            );
-            return None;
-        }
-        let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
-        let hub = &self.app.hub;
-        if is_wildcard(&channel) {
-            hub.subscribe_wildcard(
-                &self.sh,
-                &self.conn,
-                &channel,
-                include_meta,
-                &self.scope,
-                ack,
-            );
-        } else {
-            hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
-        }
-        if !held {
-            self.subs.push(channel.into());
-        }
-        None
-    }
-
-    fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
-        let ack = self.ack(&rid, None);
-        let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
-            // UNSUB-2: idempotent.
-            if let Some(ack) = ack {
-                push(&self.sh, &self.conn, ack);
-            }
-            return;
-        };
-        self.subs.swap_remove(i);
-        let hub = &self.app.hub;
-        if is_wildcard(channel) {
-            hub.unsubscribe_wildcard(&self.sh, &self.conn, channel, ack);
-        } else {
-            hub.unsubscribe(&self.sh, &self.conn, channel, ack, Leave::Unsubscribe);
-        }
-    }
-
-    /// Checks 12 and the injected backend fault for publish and send.
-    fn charge(&self, rid: &Option<String>) -> bool {
-        if !self.app.charge_message() {
-            self.error(
-                ErrorCode::OverMessageQuota,
-                rid.clone(),
-                "message quota exhausted for this period",
-            );
-            return false;
-        }
-        if self.sh.faults.has(Fault::BackendError) {
-            self.error(
-                ErrorCode::BackendError,
-                rid.clone(),
-                "injected backend error (fault switch)",
-            );
-            return false;
-        }
-        true
-    }
-
-    fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
-        let f = self.sh.faults;
-        match self.authorize(&rid, channel, Action::Publish) {
-            Ok(()) => {}
-            Err(ErrorCode::ChannelNotAuthorized) => {
-                self.error(
-                    ErrorCode::ChannelNotAuthorized,
-                    rid,
-                    "channel is outside this credential's patterns",
-                );
-                return None;
-            }
-            Err(_) => return None,
-        }
-        if !self.charge(&rid) {
-            return None;
-        }
-        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
-            push(&self.sh, &self.conn, ack);
-        }
-        let spoofed = f
-            .has(Fault::FromSpoofable)
-            .then(|| {
-                serde_json::from_str::<Map<String, Value>>(data.get())
-                    .ok()
-                    .and_then(|m| m.get("from").and_then(Value::as_str).map(str::to_owned))
-            })
-            .flatten();
-        let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
-        self.app.hub.publish(
-            &self.sh,
-            Some(self.conn.id),
-            self.conn.id,
-            channel,
-            from,
-            data,
-            self.conn.peer_metadata.as_deref(),
-        );
-        let first = !self.published;
-        self.published = true;
-        (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
-    }
-
-    fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
-        let f = self.sh.faults;
-        if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
-            self.error(
-                ErrorCode::ActionNotPermitted,
-                rid,
-                "this credential lacks the `send` action",
-            );
-            return;
-        }
-        if !self.charge(&rid) {
-            return;
-        }
-        let meta = self
-            .conn
-            .peer_metadata
-            .as_deref()
-            .filter(|_| !f.has(Fault::DirectNoMetadata));
-        let peer_id = &self.conn.peer_id;
-        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
-            direct_text(peer_id, data, meta).into()
-        });
-        if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
-            let shown: String = to.chars().take(40).collect();
-            self.error(
-                ErrorCode::PeerNotFound,
-                rid,
-                &format!("peer {shown} is not connected"),
-            );
-        } else if let Some(ack) = self.ack(&rid, None) {
-            push(&self.sh, &self.conn, ack);
-        }
-    }
-
-    /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
-    /// admission slot.
-    fn leave(&mut self) {
-        let hub = &self.app.hub;
-        hub.unregister(&self.conn);
-        let mut wild = false;
-        for channel in self.subs.drain(..) {
-            if is_wildcard(&channel) {
-                wild = true;
-            } else {
-                hub.unsubscribe(&self.sh, &self.conn, &channel, None, Leave::Disconnect);
-            }
-        }
-        if wild {
-            hub.remove_wildcards(&self.conn);
-        }
-        self.app.release();
-    }
-}
-
-/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
-/// `long-channel-accepted` fault); everything else about the frame must be valid.
-fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
-    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    let field = |name: &str| {
-        members
-            .get(name)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    };
-    let channel = field("channel")?;
-    if channel.len() <= 256
-        || !channel.get(..256).is_some_and(valid_channel)
-        || channel.chars().any(crate::proto::limits::is_control)
-    {
-        return None;
-    }
-    let request_id = match members.get("requestId") {
-        None => None,
-        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
-    };
-    let request = match field("type")?.as_str() {
-        "subscribe" => Request::Subscribe {
-            channel,
-            include_sender_metadata: members
-                .get("includeSenderMetadata")
-                .is_some_and(|r| r.get() == "true"),
-        },
-        "unsubscribe" => Request::Unsubscribe { channel },
-        "publish" => Request::Publish {
-            channel,
-            data: members.get("data").copied()?,
-        },
-        _ => return None,
-    };
-    Some(Inbound {
-        request_id,
-        request,
-    })
 }

@@ -353,6 +353,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// When a frame queued now may be written: a random 0-50 ms from now with the
+    /// `delayed-frames` variant, otherwise at once (`None`, one bit test).
+    #[inline]
+    pub fn variant_delay(&self) -> Option<Instant> {
+        if !self.variants.has(super::variants::Variant::DelayedFrames) {
+            return None;
+        }
+        let ms = rand::random_range(0..=50u64);
+        Some(Instant::now() + Duration::from_millis(ms))
+    }
+
     pub fn new(cfg: &Config) -> Shared {
         let injector = cfg
             .inject

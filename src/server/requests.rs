@@ -1,0 +1,357 @@
+//! The requests of one session (SPEC §8): dispatch of a parsed frame, then checks 8-14
+//! of §7.1 (reserved names, actions, scope, limits, quota, routing) and the effects,
+//! with the fault switches that break them. Split from `session.rs`, which owns the
+//! socket loop.
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::faults::Fault;
+use super::hub::{Leave, push};
+use super::session::{End, Session};
+use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
+use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
+use crate::proto::pattern::is_wildcard;
+use crate::proto::{Action, ErrorCode, ServerFrame, close};
+
+impl Session {
+    pub(super) fn push(&self, text: String) {
+        push(&self.sh, &self.conn, text.into());
+    }
+
+    pub(super) fn error(&self, code: ErrorCode, request_id: Option<String>, message: &str) {
+        let f = self.sh.faults;
+        let code = if code == ErrorCode::UnknownType && f.has(Fault::UnknownTypeAsMalformed) {
+            ErrorCode::MalformedMessage
+        } else {
+            code
+        };
+        let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
+        self.push(ServerFrame::error(code, request_id, message).to_text());
+    }
+
+    /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
+    fn ack(&self, request_id: &Option<String>, missing: Option<Fault>) -> Option<Utf8Bytes> {
+        let f = self.sh.faults;
+        if missing.is_some_and(|m| f.has(m)) {
+            return None;
+        }
+        let id = match request_id {
+            Some(id) if f.has(Fault::AckWrongRequestId) => format!("{id}-wrong"),
+            Some(id) => id.clone(),
+            None if f.has(Fault::AckUnrequested) => String::new(),
+            None => return None,
+        };
+        Some(ServerFrame::Ack { request_id: id }.to_text().into())
+    }
+
+    pub(super) fn on_text(&mut self, text: &str) -> Option<End> {
+        let inbound = match parse_request(text) {
+            Ok(i) => i,
+            Err(r) => {
+                let long = (r.code == ErrorCode::InvalidChannel
+                    && self.sh.faults.has(Fault::LongChannelAccepted))
+                .then(|| parse_long_channel(text))
+                .flatten();
+                match long {
+                    Some(i) => i,
+                    None => {
+                        self.error(r.code, r.request_id, &r.message);
+                        return None;
+                    }
+                }
+            }
+        };
+        let rid = inbound.request_id;
+        match inbound.request {
+            Request::Subscribe {
+                channel,
+                include_sender_metadata,
+            } => self.subscribe(rid, channel, include_sender_metadata),
+            Request::Unsubscribe { channel } => {
+                self.unsubscribe(rid, &channel);
+                None
+            }
+            Request::Publish { channel, data } => self.publish(rid, &channel, data),
+            Request::Send { to, data } => {
+                self.send(rid, &to, data);
+                None
+            }
+            Request::Ping => {
+                self.push(ServerFrame::Pong { request_id: rid }.to_text());
+                None
+            }
+        }
+    }
+
+    /// Checks 8-10 of §7.1 for subscribe and publish.
+    fn authorize(
+        &self,
+        rid: &Option<String>,
+        channel: &str,
+        action: Action,
+    ) -> Result<(), ErrorCode> {
+        let f = self.sh.faults;
+        if is_reserved(channel) && !f.has(Fault::AllowReserved) {
+            self.error(
+                ErrorCode::ChannelReserved,
+                rid.clone(),
+                "reserved channel prefix",
+            );
+            return Err(ErrorCode::ChannelReserved);
+        }
+        if !self.actions.contains(action) && !f.has(Fault::IgnorePermissions) {
+            self.error(
+                ErrorCode::ActionNotPermitted,
+                rid.clone(),
+                &format!("this credential lacks the `{}` action", action.as_str()),
+            );
+            return Err(ErrorCode::ActionNotPermitted);
+        }
+        if !self.scope.allows(channel) && !f.has(Fault::IgnoreChannelScope) {
+            return Err(ErrorCode::ChannelNotAuthorized);
+        }
+        Ok(())
+    }
+
+    fn subscribe(
+        &mut self,
+        rid: Option<String>,
+        channel: String,
+        include_meta: bool,
+    ) -> Option<End> {
+        let f = self.sh.faults;
+        match self.authorize(&rid, &channel, Action::Subscribe) {
+            Ok(()) => {}
+            Err(ErrorCode::ChannelNotAuthorized) => {
+                if self.app.compat.unauthorized_subscribe_closes {
+                    return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
+                }
+                self.error(
+                    ErrorCode::ChannelNotAuthorized,
+                    rid,
+                    "channel is outside this credential's patterns",
+                );
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let held = self.subs.iter().any(|s| **s == *channel);
+        if !held
+            && self.subs.len() >= self.sh.limits.max_subscriptions
+            && !f.has(Fault::NoChannelLimit)
+        {
+            self.error(
+                ErrorCode::ChannelLimitExceeded,
+                rid,
+                "at most 100 subscriptions per connection",
+            );
+            return None;
+        }
+        if f.has(Fault::InternalError) {
+            self.error(
+                ErrorCode::InternalError,
+                rid,
+                "injected internal error (fault switch)",
+            );
+            return None;
+        }
+        let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
+        let hub = &self.app.hub;
+        if is_wildcard(&channel) {
+            hub.subscribe_wildcard(
+                &self.sh,
+                &self.conn,
+                &channel,
+                include_meta,
+                &self.scope,
+                ack,
+            );
+        } else {
+            hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
+        }
+        if !held {
+            self.subs.push(channel.into());
+        }
+        None
+    }
+
+    fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
+        let ack = self.ack(&rid, None);
+        let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
+            // UNSUB-2: idempotent.
+            if let Some(ack) = ack {
+                push(&self.sh, &self.conn, ack);
+            }
+            return;
+        };
+        self.subs.swap_remove(i);
+        let hub = &self.app.hub;
+        if is_wildcard(channel) {
+            hub.unsubscribe_wildcard(&self.sh, &self.conn, channel, ack);
+        } else {
+            hub.unsubscribe(&self.sh, &self.conn, channel, ack, Leave::Unsubscribe);
+        }
+    }
+
+    /// Checks 12 and the injected backend fault for publish and send.
+    fn charge(&self, rid: &Option<String>) -> bool {
+        if !self.app.charge_message() {
+            self.error(
+                ErrorCode::OverMessageQuota,
+                rid.clone(),
+                "message quota exhausted for this period",
+            );
+            return false;
+        }
+        if self.sh.faults.has(Fault::BackendError) {
+            self.error(
+                ErrorCode::BackendError,
+                rid.clone(),
+                "injected backend error (fault switch)",
+            );
+            return false;
+        }
+        true
+    }
+
+    fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
+        let f = self.sh.faults;
+        match self.authorize(&rid, channel, Action::Publish) {
+            Ok(()) => {}
+            Err(ErrorCode::ChannelNotAuthorized) => {
+                self.error(
+                    ErrorCode::ChannelNotAuthorized,
+                    rid,
+                    "channel is outside this credential's patterns",
+                );
+                return None;
+            }
+            Err(_) => return None,
+        }
+        if !self.charge(&rid) {
+            return None;
+        }
+        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
+            push(&self.sh, &self.conn, ack);
+        }
+        let spoofed = f
+            .has(Fault::FromSpoofable)
+            .then(|| {
+                serde_json::from_str::<Map<String, Value>>(data.get())
+                    .ok()
+                    .and_then(|m| m.get("from").and_then(Value::as_str).map(str::to_owned))
+            })
+            .flatten();
+        let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
+        self.app.hub.publish(
+            &self.sh,
+            Some(self.conn.id),
+            self.conn.id,
+            channel,
+            from,
+            data,
+            self.conn.peer_metadata.as_deref(),
+        );
+        let first = !self.published;
+        self.published = true;
+        (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
+    }
+
+    fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
+        let f = self.sh.faults;
+        if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
+            self.error(
+                ErrorCode::ActionNotPermitted,
+                rid,
+                "this credential lacks the `send` action",
+            );
+            return;
+        }
+        if !self.charge(&rid) {
+            return;
+        }
+        let meta = self
+            .conn
+            .peer_metadata
+            .as_deref()
+            .filter(|_| !f.has(Fault::DirectNoMetadata));
+        let peer_id = &self.conn.peer_id;
+        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
+            direct_text(peer_id, data, meta).into()
+        });
+        if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
+            let shown: String = to.chars().take(40).collect();
+            self.error(
+                ErrorCode::PeerNotFound,
+                rid,
+                &format!("peer {shown} is not connected"),
+            );
+        } else if let Some(ack) = self.ack(&rid, None) {
+            push(&self.sh, &self.conn, ack);
+        }
+    }
+
+    /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
+    /// admission slot.
+    pub(super) fn leave(&mut self) {
+        let hub = &self.app.hub;
+        hub.unregister(&self.conn);
+        let mut wild = false;
+        for channel in self.subs.drain(..) {
+            if is_wildcard(&channel) {
+                wild = true;
+            } else {
+                hub.unsubscribe(&self.sh, &self.conn, &channel, None, Leave::Disconnect);
+            }
+        }
+        if wild {
+            hub.remove_wildcards(&self.conn);
+        }
+        if self.sh.faults.has(Fault::UnsubscribeKeepsDelivering) {
+            hub.drop_ghosts(&self.conn);
+        }
+        self.app.release();
+    }
+}
+
+/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
+/// `long-channel-accepted` fault); everything else about the frame must be valid.
+fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
+    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    let field = |name: &str| {
+        members
+            .get(name)
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+    };
+    let channel = field("channel")?;
+    if channel.len() <= 256
+        || !channel.get(..256).is_some_and(valid_channel)
+        || channel.chars().any(crate::proto::limits::is_control)
+    {
+        return None;
+    }
+    let request_id = match members.get("requestId") {
+        None => None,
+        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
+    };
+    let request = match field("type")?.as_str() {
+        "subscribe" => Request::Subscribe {
+            channel,
+            include_sender_metadata: members
+                .get("includeSenderMetadata")
+                .is_some_and(|r| r.get() == "true"),
+        },
+        "unsubscribe" => Request::Unsubscribe { channel },
+        "publish" => Request::Publish {
+            channel,
+            data: members.get("data").copied()?,
+        },
+        _ => return None,
+    };
+    Some(Inbound {
+        request_id,
+        request,
+    })
+}
