@@ -161,6 +161,13 @@ pub struct Connections {
     /// peers_connected / all_connected_after_s: the achieved connect rate of the ramp.
     #[serde(default)]
     pub connect_rate_per_s: f64,
+    /// Peers that tried to connect and never got a `welcome`.
+    #[serde(default)]
+    pub never_connected: u64,
+    /// Peers whose task had to be cut off at the end (they did not finish after the drain
+    /// or a stop) or failed; what they measured before is kept, their accounting is not.
+    #[serde(default)]
+    pub aborted: u64,
 }
 
 impl Connections {
@@ -170,7 +177,135 @@ impl Connections {
         self.failed += o.failed;
         add_map(&mut self.failures, &o.failures);
         self.peers_connected += o.peers_connected;
+        self.never_connected += o.never_connected;
+        self.aborted += o.aborted;
         self.all_connected_after_s = self.all_connected_after_s.max(o.all_connected_after_s);
+    }
+}
+
+/// What became of the requests of one kind that carried a `requestId` (ACK-1: each gets
+/// an `ack` or an `error`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub sent: u64,
+    pub acked: u64,
+    /// Answered with an `error` (or, for an oversized frame, a 1009 close).
+    pub refused: u64,
+    /// No answer although the connection stayed open `grace` (at most 5 s) after the send:
+    /// the server broke ACK-1.
+    pub unacked: u64,
+    /// No answer, but the connection ended sooner than that after the send (the close is
+    /// judged on its own).
+    pub unsettled: u64,
+}
+
+impl RequestCounts {
+    pub fn merge(&mut self, o: &RequestCounts) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.refused += o.refused;
+        self.unacked += o.unacked;
+        self.unsettled += o.unsettled;
+    }
+}
+
+/// `requests` in summary.json: publishes (oversized frames included), directs and
+/// subscribes that asked for an ack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    pub publishes: RequestCounts,
+    pub directs: RequestCounts,
+    pub subscribes: RequestCounts,
+}
+
+impl Requests {
+    pub fn merge(&mut self, o: &Requests) {
+        self.publishes.merge(&o.publishes);
+        self.directs.merge(&o.directs);
+        self.subscribes.merge(&o.subscribes);
+    }
+
+    /// All three kinds summed.
+    pub fn total(&self) -> RequestCounts {
+        let mut t = self.publishes;
+        t.merge(&self.directs);
+        t.merge(&self.subscribes);
+        t
+    }
+}
+
+/// First examples of what went wrong, by key (`closes/1006`, `acks/publish`, `lost`):
+/// a few lines each, so a failing check can show what it saw without the harness keeping
+/// everything a hostile server sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Examples(pub BTreeMap<String, Vec<String>>);
+
+impl Examples {
+    /// Lines kept per key.
+    pub const PER_KEY: usize = 3;
+    /// Keys kept; a server failing in ever-new ways cannot grow this.
+    pub const KEYS: usize = 64;
+
+    /// Keeps `line()` under `key` unless that key is full; `line` runs only when kept.
+    pub fn note(&mut self, key: &str, line: impl FnOnce() -> String) {
+        if let Some(v) = self.0.get_mut(key) {
+            if v.len() < Self::PER_KEY {
+                v.push(truncate(line(), 200));
+            }
+        } else if self.0.len() < Self::KEYS {
+            self.0.insert(key.to_owned(), vec![truncate(line(), 200)]);
+        }
+    }
+
+    pub fn merge(&mut self, o: &Examples) {
+        for (k, lines) in &o.0 {
+            for l in lines {
+                self.note(k, || l.clone());
+            }
+        }
+    }
+
+    /// The lines under `key` and under every `key/…`.
+    pub fn under(&self, key: &str) -> Vec<&str> {
+        let nested = format!("{key}/");
+        self.0
+            .iter()
+            .filter(|(k, _)| k.as_str() == key || k.starts_with(&nested))
+            .flat_map(|(_, v)| v.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// At most `max` bytes of `s`, on a character boundary, with `…` when cut.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// What the plan made possible, for judging a run by what it could have shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    /// Peers that publish on a schedule.
+    pub publishers: u64,
+    /// Rooms with a publisher and at least one other member: copies can be expected.
+    pub rooms_with_recipients: u64,
+    /// Rooms of at least two members whose population sends directs.
+    pub rooms_with_directs: u64,
+}
+
+impl Planned {
+    pub fn merge(&mut self, o: &Planned) {
+        self.publishers += o.publishers;
+        self.rooms_with_recipients += o.rooms_with_recipients;
+        self.rooms_with_directs += o.rooms_with_directs;
     }
 }
 
@@ -240,6 +375,9 @@ pub struct RunData {
     pub grace_s: f64,
     /// Ctrl-C (or a stop request) ended the run early.
     pub stopped_early: bool,
+    /// A stop was requested (Ctrl-C, SIGTERM): the run is incomplete, whatever it shows.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Run totals per metric (`fanout`, `ack`, …).
     pub hists: BTreeMap<String, Hist>,
     pub counts: Counts,
@@ -256,6 +394,15 @@ pub struct RunData {
     pub harness: Harness,
     /// Plain-language warnings with how often they happened.
     pub warnings: BTreeMap<String, u64>,
+    /// Requests that asked for an ack, and what became of them.
+    #[serde(default)]
+    pub requests: Requests,
+    /// First examples of failures, for the checks' evidence.
+    #[serde(default)]
+    pub examples: Examples,
+    /// What the plan made possible (publishers, rooms with recipients).
+    #[serde(default)]
+    pub planned: Planned,
     /// Largest acceptable schedule-lag p99 (µs) and CPU share, from the scenario.
     pub max_lag_p99_us: u64,
     pub max_cpu_share: f64,
@@ -346,6 +493,9 @@ impl RunData {
         add_map(&mut self.closes, &o.closes);
         add_map(&mut self.unexpected_frames, &o.unexpected_frames);
         add_map(&mut self.warnings, &o.warnings);
+        self.requests.merge(&o.requests);
+        self.examples.merge(&o.examples);
+        self.planned.merge(&o.planned);
         self.connections.merge(&o.connections);
         match (&mut self.tls, &o.tls) {
             (Some(a), Some(b)) => a.merge(b),
@@ -357,6 +507,7 @@ impl RunData {
         self.peers += o.peers;
         self.ran_s = self.ran_s.max(o.ran_s);
         self.stopped_early |= o.stopped_early;
+        self.interrupted |= o.interrupted;
     }
 
     /// Recomputes the figures that only make sense over all workers.

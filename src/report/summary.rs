@@ -103,6 +103,24 @@ pub struct ThresholdResult {
     pub passed: bool,
 }
 
+/// One built-in check and its verdict (`checks` in summary.json).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// `acks`, `closes`, … (`checks.acks` in the text, HTML and JUnit).
+    pub name: String,
+    pub passed: bool,
+    /// False when the scenario's `[checks]` or `--allow` turned it off (it then passes).
+    pub enabled: bool,
+    /// What the check counted, after what the scenario expects or allows.
+    pub count: u64,
+    /// The tolerance it was held to: `==0` unless relaxed (`<=10`, `<1%`), `off`.
+    pub limit: String,
+    /// What was observed, with counts; says why when it failed.
+    pub evidence: String,
+    /// First examples (at most 5).
+    pub examples: Vec<String>,
+}
+
 /// A warning and how many times it happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Warning {
@@ -140,6 +158,14 @@ pub struct Summary {
     /// Drain after the last publish.
     pub grace_s: f64,
     pub stopped_early: bool,
+    /// A stop was requested (Ctrl-C, SIGTERM): the run is incomplete, whatever the
+    /// checks and thresholds say; `stampede run` exits 130.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The verdict in one word: `passed` (exit 0), `failed` (a check or threshold broke,
+    /// exit 1), `interrupted` (exit 130), `no_connection` (no peer connected, exit 2).
+    #[serde(default)]
+    pub outcome: String,
     pub latency: Latency,
     /// Lateness of publishes and directs behind their intended time, µs.
     pub schedule_lag_us: Stats,
@@ -164,6 +190,16 @@ pub struct Summary {
     pub thresholds: Vec<ThresholdResult>,
     /// All thresholds passed (true when there are none).
     pub thresholds_passed: bool,
+    /// Requests that asked for an ack (publishes, directs, subscribes), and what became of
+    /// them.
+    #[serde(default)]
+    pub requests: Requests,
+    /// The built-in checks, run on every load run (docs/LOAD.md, "Built-in checks").
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
+    /// Every check passed.
+    #[serde(default = "yes")]
+    pub checks_passed: bool,
     pub files: Files,
     /// REST control-plane load (`[[rest]]`): goose's per-endpoint request metrics and
     /// the REST publishes' own delivery accounting.
@@ -324,6 +360,8 @@ impl Summary {
             planned_duration_s: run.planned_s,
             grace_s: run.grace_s,
             stopped_early: run.stopped_early,
+            interrupted: run.interrupted,
+            outcome: String::new(),
             latency: Latency {
                 fanout_us: stats(Metric::Fanout),
                 ack_us: stats(Metric::Ack),
@@ -371,6 +409,9 @@ impl Summary {
             warnings,
             thresholds: Vec::new(),
             thresholds_passed: true,
+            requests: run.requests,
+            checks: Vec::new(),
+            checks_passed: true,
             files: Files::default(),
             rest: run.rest.clone(),
             tls: run
@@ -379,6 +420,10 @@ impl Summary {
                 .map(|t| TlsSummary::of(t, &run.connections.failures)),
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn round1(x: f64) -> f64 {
