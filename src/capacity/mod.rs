@@ -133,7 +133,7 @@ pub async fn main(args: CapacityArgs, mut stop: Stop) -> anyhow::Result<i32> {
     let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::load::default_out_dir(&format!("capacity-{}", sc.name)));
+        .unwrap_or_else(|| crate::load::verdict::default_out_dir(&format!("capacity-{}", sc.name)));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut search = Search::new(Config {
         from,

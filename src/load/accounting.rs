@@ -16,11 +16,15 @@
 //! publisher, from outside the room, or from long before the subscribe are `unexpected`;
 //! copies in the undecidable margins (joining or leaving within `grace`, unconfirmed
 //! publishes) are `unaccounted`. Directs follow the same rules with "connected" in place
-//! of "subscribed". Pure: no I/O, no clock.
+//! of "subscribed". `message` and `direct` frames that carry no data of this run
+//! (foreign messages) are `unexpected` at the population that received them; copies from
+//! a peer whose log was lost (a task aborted at the end) are `unaccounted`. The first
+//! few lost, duplicated, reordered and unexpected copies are kept as examples.
+//! Pure: no I/O, no clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::report::Delivery;
+use crate::report::{Delivery, Examples};
 
 /// Status of a logged publish or direct (2 bits).
 pub const PENDING: u8 = 0;
@@ -161,14 +165,33 @@ pub struct PeerLog {
     pub publishes: Vec<u64>,
     pub directs: Vec<DirectRec>,
     pub sessions: Vec<SessionLog>,
+    /// `message` frames received that no publisher of this run sent (no data of ours, an
+    /// unknown publisher, an implausible sequence number).
+    pub foreign: u64,
+    /// The same for `direct` frames.
+    pub foreign_directs: u64,
+    /// The peer's task was aborted: its log is lost, so copies from it prove nothing.
+    pub incomplete: bool,
 }
 
-/// Accounting per receiving population: (channel messages, directs).
-pub fn account(
-    logs: &[PeerLog],
-    population_names: &[String],
-    grace_us: u64,
-) -> (BTreeMap<String, Delivery>, BTreeMap<String, Delivery>) {
+/// The accounting of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// Channel messages per receiving population.
+    pub channel: BTreeMap<String, Delivery>,
+    /// Directs per receiving population.
+    pub direct: BTreeMap<String, Delivery>,
+    /// First lost, duplicated, reordered and unexpected copies.
+    pub examples: Examples,
+}
+
+fn at_s(rel_us: u64) -> f64 {
+    rel_us as f64 / 1e6
+}
+
+/// Accounting per receiving population.
+pub fn account(logs: &[PeerLog], population_names: &[String], grace_us: u64) -> Accounts {
+    let mut ex = Examples::default();
     let pop = |i: u16| {
         population_names
             .get(i as usize)
@@ -183,6 +206,12 @@ pub fn account(
         .map(|(i, l)| (l.global, i))
         .collect();
 
+    let incomplete: HashSet<u32> = logs
+        .iter()
+        .filter(|l| l.incomplete)
+        .map(|l| l.global)
+        .collect();
+
     // Publishers of each room.
     let mut publishers: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, l) in logs.iter().enumerate() {
@@ -193,7 +222,8 @@ pub fn account(
 
     for r in logs {
         let d = channel.entry(pop(r.population)).or_default();
-        for sess in &r.sessions {
+        d.unexpected += r.foreign;
+        for (k, sess) in r.sessions.iter().enumerate() {
             let room_pubs: &[usize] = r
                 .channel
                 .and_then(|c| publishers.get(&c))
@@ -229,9 +259,26 @@ pub fn account(
                                 d.delivered += 1;
                             } else {
                                 d.lost += 1;
+                                ex.note("lost", || {
+                                    format!(
+                                        "peer #{} seq {i} (sent at {:.3} s) → peer #{} session {}: never arrived",
+                                        p.global,
+                                        at_s(sent_of(*e)),
+                                        r.global,
+                                        k + 1
+                                    )
+                                });
                             }
                         }
-                        REJECTED if got => d.unexpected += 1,
+                        REJECTED if got => {
+                            d.unexpected += 1;
+                            ex.note("unexpected/refused", || {
+                                format!(
+                                    "peer #{} got seq {i} of peer #{}, a publish the server refused",
+                                    r.global, p.global
+                                )
+                            });
+                        }
                         _ if got => d.unaccounted += 1,
                         _ => {}
                     }
@@ -239,28 +286,77 @@ pub fn account(
                 if let Some(pair) = pair {
                     d.duplicated += pair.dups as u64;
                     d.reordered += pair.reorders as u64;
+                    if pair.dups > 0 {
+                        ex.note("duplicated", || {
+                            format!(
+                                "peer #{} session {} got {} extra copies from peer #{}",
+                                r.global,
+                                k + 1,
+                                pair.dups,
+                                p.global
+                            )
+                        });
+                    }
+                    if pair.reorders > 0 {
+                        ex.note("reordered", || {
+                            format!(
+                                "peer #{} session {} got {} copies from peer #{} after a later one (ORD-5)",
+                                r.global,
+                                k + 1,
+                                pair.reorders,
+                                p.global
+                            )
+                        });
+                    }
                     let floor = sess.subscribe_sent_us.saturating_sub(grace_us);
                     for seq in pair.iter() {
                         let i = seq as usize;
                         if (lo..hi).contains(&i) {
                             continue;
                         }
-                        match log.get(i) {
-                            None => d.unexpected += 1,
-                            Some(e) if status_of(*e) == REJECTED => d.unexpected += 1,
+                        let why = match log.get(i) {
+                            None => "never sent",
+                            Some(e) if status_of(*e) == REJECTED => "refused by the server",
                             Some(e) if sess.subscribe_sent_us == 0 || sent_of(*e) < floor => {
-                                d.unexpected += 1
+                                "sent before the member subscribed"
                             }
-                            Some(_) => d.unaccounted += 1,
-                        }
+                            Some(_) => {
+                                d.unaccounted += 1;
+                                continue;
+                            }
+                        };
+                        d.unexpected += 1;
+                        ex.note("unexpected/copy", || {
+                            format!(
+                                "peer #{} session {} got seq {seq} of peer #{}: {why}",
+                                r.global,
+                                k + 1,
+                                p.global
+                            )
+                        });
                     }
                 }
             }
             // Copies from peers that do not publish to this room (or from itself).
             for (g, pair) in &sess.rx {
                 let in_room = room_pubs.iter().any(|&pi| logs[pi].global == *g);
-                if !in_room || *g == r.global {
-                    d.unexpected += pair.distinct() + pair.dups as u64;
+                let n = pair.distinct() + pair.dups as u64;
+                if incomplete.contains(g) && *g != r.global {
+                    d.unaccounted += n;
+                } else if !in_room || *g == r.global {
+                    d.unexpected += n;
+                    ex.note("unexpected/stranger", || {
+                        format!(
+                            "peer #{} session {} got {n} copies from peer #{g}, {}",
+                            r.global,
+                            k + 1,
+                            if *g == r.global {
+                                "its own publishes (PUB-4)"
+                            } else {
+                                "which does not publish to its room"
+                            }
+                        )
+                    });
                 }
             }
         }
@@ -270,6 +366,7 @@ pub fn account(
     let mut received: Vec<Vec<(u32, u32, u32)>> = vec![Vec::new(); logs.len()];
     for (ti, t) in logs.iter().enumerate() {
         let d = direct.entry(pop(t.population)).or_default();
+        d.unexpected += t.foreign_directs;
         for (si, sess) in t.sessions.iter().enumerate() {
             let mut max_by_sender: HashMap<u32, u32> = HashMap::new();
             let mut seen = std::collections::HashSet::new();
@@ -304,6 +401,14 @@ pub fn account(
                 .collect();
             if hits.len() > 1 {
                 d.duplicated += hits.len() as u64 - 1;
+                ex.note("duplicated", || {
+                    format!(
+                        "direct d{dseq} of peer #{} reached peer #{} {} times",
+                        s.global,
+                        t.global,
+                        hits.len()
+                    )
+                });
             }
             let got = !hits.is_empty();
             match rec.status {
@@ -318,6 +423,14 @@ pub fn account(
                                 d.delivered += 1;
                             } else {
                                 d.lost += 1;
+                                ex.note("lost", || {
+                                    format!(
+                                        "direct d{dseq} peer #{} → peer #{} (sent at {:.3} s): never arrived",
+                                        s.global,
+                                        t.global,
+                                        at_s(rec.sent_rel_us)
+                                    )
+                                });
                                 if got {
                                     d.unaccounted += 1;
                                 }
@@ -341,12 +454,24 @@ pub fn account(
                 (dseq as usize) < logs[si].directs.len()
                     && logs[si].directs[dseq as usize].target == t.global
             });
-            if !known {
+            if incomplete.contains(&sender) {
+                d.unaccounted += 1;
+            } else if !known {
                 d.unexpected += 1;
+                ex.note("unexpected/direct", || {
+                    format!(
+                        "peer #{} got direct d{dseq} of peer #{sender}, which never sent it to it",
+                        t.global
+                    )
+                });
             }
         }
     }
-    (channel, direct)
+    Accounts {
+        channel,
+        direct,
+        examples: ex,
+    }
 }
 
 #[cfg(test)]
@@ -419,7 +544,7 @@ mod tests {
         let mut logs = two_peers();
         // seqs 2..=7 are sent at 30..80 ms: inside (25 ms, 100 − 20 = 80 ms) → 2..=6 expected
         logs[1].sessions[0].rx = rx(&[2, 3, 4, 5, 6]);
-        let (c, _) = account(&logs, &names(), 20_000);
+        let c = account(&logs, &names(), 20_000).channel;
         let d = c["m"];
         assert_eq!((d.expected, d.delivered, d.lost), (5, 5, 0));
         assert_eq!((d.unexpected, d.unaccounted, d.duplicated), (0, 0, 0));
@@ -434,7 +559,7 @@ mod tests {
         let mut stranger = PairRx::default();
         stranger.insert(0);
         logs[1].sessions[0].rx.push((9, stranger));
-        let (c, _) = account(&logs, &names(), 20_000);
+        let c = account(&logs, &names(), 20_000).channel;
         let d = c["m"];
         assert_eq!((d.expected, d.delivered, d.lost), (5, 4, 1));
         assert_eq!(d.duplicated, 1);
@@ -448,7 +573,7 @@ mod tests {
         logs[0].publishes[3] = with_status(logs[0].publishes[3], REJECTED);
         logs[0].publishes[4] = with_status(logs[0].publishes[4], UNCONFIRMED);
         logs[1].sessions[0].rx = rx(&[2, 3, 4, 5, 6]);
-        let (c, _) = account(&logs, &names(), 20_000);
+        let c = account(&logs, &names(), 20_000).channel;
         let d = c["m"];
         assert_eq!((d.expected, d.delivered, d.lost), (3, 3, 0));
         assert_eq!((d.unexpected, d.unaccounted), (1, 1));
@@ -459,7 +584,7 @@ mod tests {
         let mut logs = two_peers();
         logs[1].sessions[0].subscribed_us = 0;
         logs[1].sessions[0].rx = rx(&[3]);
-        let (c, _) = account(&logs, &names(), 20_000);
+        let c = account(&logs, &names(), 20_000).channel;
         assert_eq!(c["m"].expected, 0);
         assert_eq!(c["m"].unaccounted, 1);
     }
@@ -495,7 +620,7 @@ mod tests {
             },
         ];
         logs[1].sessions[0].direct_rx = vec![(0, 1), (0, 0), (0, 1), (0, 3), (0, 7)];
-        let (_, dm) = account(&logs, &names(), 20_000);
+        let dm = account(&logs, &names(), 20_000).direct;
         let d = dm["m"];
         assert_eq!((d.expected, d.delivered, d.lost), (3, 2, 1)); // 0,1 delivered; 4 lost
         assert_eq!(d.duplicated, 1);

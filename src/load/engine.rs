@@ -1,269 +1,80 @@
 //! One process's share of a run: builds the shared state of its peers, spawns one task
 //! per peer and the once-a-second collector, moves the end of the run forward on a
 //! stop, bounds every wait, and turns what the peers logged into [`RunData`].
+//!
+//! Stops are bounded: a stop (first Ctrl-C) moves the end of publishing to now and
+//! shortens the drain to [`STOP_DRAIN`]; [`STOP_URGENT_AFTER`] later, or at once on a
+//! second Ctrl-C, every peer still busy (a send or a close a server does not answer, a
+//! flood it keeps reading) drops its connection and returns what it logged; a task still
+//! running [`URGENT_ABORT_AFTER`] after that is aborted and counted. The same urgency ends
+//! a run whose peers are still busy [`HARD_STOP_SLACK`] after the drain.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::connect::Dest;
 use super::peer::{Peer, PeerOutcome};
-use super::plan::{Layout, Shard};
-use super::scenario::Scenario;
-use crate::metrics::collector::{Collector, Latest};
-use crate::metrics::{Hist, Metric, Metrics, sys};
-use crate::report::{Expectations, RunData, StormOutcome};
+use super::plan::Layout;
+use crate::metrics::collector::Collector;
+use crate::metrics::{Hist, Metric, sys};
+use crate::report::{Expectations, Planned, Requests, RunData, StormOutcome};
 use crate::shutdown::Stop;
-use crate::transport::{self, Connector};
+use crate::transport;
+
+pub use super::shared::{Cell, Clock, Creds, Events, Live, ServerIds, Setup, Shared};
 
 /// Handshakes in flight per process: enough for ~15k connects/s on loopback without
 /// flooding the server's accept backlog (LIMITS.md).
 const HANDSHAKES_IN_FLIGHT: usize = 256;
-/// How long past the drain the engine waits for peers before aborting them.
+/// How long past the drain the engine waits for peers before making them return.
 const HARD_STOP_SLACK: Duration = Duration::from_secs(20);
+/// The drain after a stop, when `grace` is longer: copies in flight get this long.
+pub const STOP_DRAIN: Duration = Duration::from_millis(500);
+/// After a stop, peers still busy this long later drop their connections at once; with
+/// the drain, the close handshake (bounded by the transport to ~1 s) fits before it.
+pub const STOP_URGENT_AFTER: Duration = Duration::from_millis(1500);
+/// Tasks still running this long after urgency are aborted (their accounting is lost).
+pub const URGENT_ABORT_AFTER: Duration = Duration::from_millis(500);
 
-/// Wall-clock µs, read through a monotonic clock: one `SystemTime` read at start, then
-/// `Instant` (cheaper, and never steps backwards). Processes on one machine agree to
-/// within microseconds; across machines it is as good as their clock sync.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    base: Instant,
-    base_us: u64,
+/// When the engine makes peers return: shortly after a stop, or long after the drain.
+fn urgent_deadline(sh: &Shared) -> u64 {
+    match sh.stopped_at_us.load(Ordering::Acquire) {
+        0 => sh.drain_end_us() + HARD_STOP_SLACK.as_micros() as u64,
+        at => at + STOP_URGENT_AFTER.as_micros() as u64,
+    }
 }
 
-impl Clock {
-    pub fn new() -> Clock {
-        let base_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        Clock {
-            base: Instant::now(),
-            base_us,
+/// What this process's plan makes possible: publishers, and rooms where a copy or a
+/// direct has someone to reach (rooms are pinned to one shard, so this is exact per shard).
+fn planned(sh: &Shared) -> Planned {
+    let s = &sh.scenario;
+    let mut p = Planned::default();
+    for members in sh.rooms.iter().filter(|m| !m.is_empty()) {
+        let plans: Vec<_> = members
+            .iter()
+            .map(|l| &sh.layout.peers[sh.locals[*l as usize] as usize])
+            .collect();
+        let publishers = plans.iter().filter(|x| x.publisher).count();
+        if publishers > 0 && plans.len() >= 2 {
+            p.rooms_with_recipients += 1;
+        }
+        let directs = plans
+            .iter()
+            .any(|x| s.populations[x.population as usize].direct.is_some());
+        if directs && plans.len() >= 2 {
+            p.rooms_with_directs += 1;
         }
     }
-    #[inline]
-    pub fn now_us(&self) -> u64 {
-        self.base_us + self.base.elapsed().as_micros() as u64
-    }
-    pub fn instant_at(&self, us: u64) -> tokio::time::Instant {
-        let offset = Duration::from_micros(us.saturating_sub(self.base_us));
-        tokio::time::Instant::from_std(self.base + offset.min(Duration::from_secs(86_400 * 365)))
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
-}
-
-/// Credentials for the peers' connections.
-#[derive(Debug, Clone, Default)]
-pub struct Creds {
-    pub key_id: String,
-    pub secret: String,
-    pub publishable: Option<String>,
-}
-
-/// Rare events, counted under one lock (errors, closes, failures, warnings).
-#[derive(Debug, Default)]
-pub struct Events {
-    pub errors: BTreeMap<String, u64>,
-    pub closes: BTreeMap<String, u64>,
-    pub unexpected: BTreeMap<String, u64>,
-    pub failures: BTreeMap<String, u64>,
-    pub warnings: BTreeMap<String, u64>,
-    pub tls: crate::report::TlsStats,
-}
-
-/// Distinct warning texts kept; beyond this they are lumped together, so a server that
-/// fails in ever-new words cannot grow the harness's memory.
-const MAX_WARNINGS: usize = 64;
-
-impl Events {
-    pub fn warn(&mut self, message: impl Into<String>, n: u64) {
-        let message = message.into();
-        let key = if self.warnings.len() >= MAX_WARNINGS && !self.warnings.contains_key(&message) {
-            "more warnings of other kinds (see connections.failures, closes and errors)".to_owned()
-        } else {
-            message
-        };
-        *self.warnings.entry(key).or_default() += n;
-    }
-}
-
-/// Per-peer state other peers read: presence causes and who is online.
-#[derive(Debug, Default)]
-pub struct Cell {
-    pub online: AtomicBool,
-    /// When the peer last sent a subscribe / caused a leave (µs; 0 = unknown).
-    pub join_cause_us: AtomicU64,
-    pub leave_cause_us: AtomicU64,
-}
-
-/// Server-assigned peer ids (publishable keys), both ways.
-#[derive(Debug, Default)]
-pub struct ServerIds {
-    by_local: Mutex<HashMap<u32, String>>,
-    by_id: Mutex<HashMap<String, u32>>,
-}
-
-/// What the peers of this process share.
-pub struct Shared {
-    pub clock: Clock,
-    pub t0_us: u64,
-    /// End of publishing (µs); a stop moves it forward.
-    end_us: AtomicU64,
-    pub grace_us: u64,
-    /// Flips to true when `end_us` moved (a stop), waking sleeping peers.
-    pub stop: watch::Receiver<bool>,
-    pub metrics: Arc<Metrics>,
-    pub scenario: Arc<Scenario>,
-    pub layout: Arc<Layout>,
-    /// local index → global index, and back (u32::MAX when not in this shard).
-    pub locals: Box<[u32]>,
-    pub local_of: Box<[u32]>,
-    pub cells: Box<[Cell]>,
-    /// Channel id → local members (empty for rooms of other shards).
-    pub rooms: Box<[Vec<u32>]>,
-    /// Channel id → the name as a JSON string literal.
-    pub channel_json: Box<[String]>,
-    pub pub_rates: Vec<f64>,
-    pub endpoints: Vec<Dest>,
-    pub connector: Connector,
-    pub creds: Creds,
-    pub source_ip: Option<Ipv4Addr>,
-    pub handshakes: Semaphore,
-    pub ws_config: WebSocketConfig,
-    id_prefix: String,
-    server_ids: ServerIds,
-    events: Mutex<Events>,
-    pub slow_path: AtomicU64,
-    pub clock_skew: AtomicU64,
-}
-
-impl Shared {
-    pub fn end_us(&self) -> u64 {
-        self.end_us.load(Ordering::Acquire)
-    }
-
-    pub fn event(&self, f: impl FnOnce(&mut Events)) {
-        let mut g = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g);
-    }
-
-    /// The `sub` of a peer's tokens.
-    pub fn peer_id(&self, global: u32) -> String {
-        format!("{}{global}", self.id_prefix)
-    }
-
-    pub fn register_server_id(&self, local: u32, id: &str) {
-        let global = self.locals[local as usize];
-        let old = self
-            .server_ids
-            .by_local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(local, id.to_owned());
-        let mut by_id = self
-            .server_ids
-            .by_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = old {
-            by_id.remove(&old);
-        }
-        by_id.insert(id.to_owned(), global);
-    }
-
-    /// The id to address `local` with in a `send`.
-    pub fn wire_id(&self, local: u32) -> Option<String> {
-        let ids = self
-            .server_ids
-            .by_local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match ids.get(&local) {
-            Some(id) => Some(id.clone()),
-            None => Some(self.peer_id(self.locals[local as usize])),
-        }
-    }
-
-    /// The local index of a peer named `id` on the wire, if it is one of ours.
-    pub fn local_of_id(&self, id: &str) -> Option<u32> {
-        let global = match id
-            .strip_prefix(self.id_prefix.as_str())
-            .and_then(|n| n.parse::<u32>().ok())
-        {
-            Some(g) => g,
-            None => *self
-                .server_ids
-                .by_id
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id)?,
-        };
-        let local = *self.local_of.get(global as usize)?;
-        (local != u32::MAX).then_some(local)
-    }
-}
-
-/// Everything a process needs to play its share.
-#[derive(Clone)]
-pub struct Setup {
-    pub scenario: Arc<Scenario>,
-    pub origin: String,
-    pub shard: Shard,
-    pub workers: u32,
-    pub endpoints: Vec<Dest>,
-    /// TLS and `--connect-to` settings every peer dials with.
-    pub connector: Connector,
-    pub embedded: bool,
-    pub creds: Creds,
-    pub source_ip: Option<Ipv4Addr>,
-    /// Prefix of peer ids, unique per run (`st3f9a-`).
-    pub run_tag: String,
-    /// Start of the run, Unix µs (the same in every worker).
-    pub t0_us: u64,
-}
-
-/// What the progress view and the worker protocol read while a run goes on.
-pub struct Live {
-    pub metrics: Arc<Metrics>,
-    pub latest: Mutex<Latest>,
-    pub t0_us: u64,
-    pub end_us: AtomicU64,
-    pub grace_us: u64,
-    pub peers: u64,
-    /// The most frequent warning so far.
-    pub headline: Mutex<Option<String>>,
-    pub done: AtomicBool,
-}
-
-impl Live {
-    pub fn new(t0_us: u64, end_us: u64, grace_us: u64, peers: u64) -> Arc<Live> {
-        Arc::new(Live {
-            metrics: Arc::new(Metrics::new(stripes())),
-            latest: Mutex::new(Latest::default()),
-            t0_us,
-            end_us: AtomicU64::new(end_us),
-            grace_us,
-            peers,
-            headline: Mutex::new(None),
-            done: AtomicBool::new(false),
-        })
-    }
-}
-
-fn stripes() -> usize {
-    (sys::cores() * 4).clamp(4, 64)
+    p.publishers = sh
+        .locals
+        .iter()
+        .filter(|g| sh.layout.peers[**g as usize].publisher)
+        .count() as u64;
+    p
 }
 
 /// Runs this process's peers to the end of the run (or a stop) and returns its data.
@@ -307,7 +118,11 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         t0_us: setup.t0_us,
         end_us: AtomicU64::new(end_us),
         grace_us,
+        drain_us: AtomicU64::new(grace_us),
+        stopped_at_us: AtomicU64::new(0),
         stop: stop_rx,
+        urgent: watch::Sender::new(false),
+        urgent_at_us: AtomicU64::new(0),
         metrics: live.metrics.clone(),
         scenario: s.clone(),
         layout: layout.clone(),
@@ -336,17 +151,28 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
     let rss_baseline = sys::rss_bytes();
     let cpu_start = sys::harness_cpu();
 
-    // A stop moves the end of the run to now; peers then drain and close.
+    // A stop moves the end of the run to now and shortens the drain; peers then drain and
+    // close. Urgency follows on a second Ctrl-C, or STOP_URGENT_AFTER later.
     let stopper = {
         let sh = sh.clone();
         let live = live.clone();
         tokio::spawn(async move {
             stop.wait().await;
             let now = sh.clock.now_us();
+            sh.stopped_at_us.store(now.max(1), Ordering::Release);
+            sh.drain_us.store(
+                grace_us.min(STOP_DRAIN.as_micros() as u64),
+                Ordering::Release,
+            );
             let new_end = now.max(sh.t0_us).min(sh.end_us());
             sh.end_us.store(new_end, Ordering::Release);
             live.end_us.store(new_end, Ordering::Release);
             let _ = stop_tx.send(true);
+            tokio::select! {
+                _ = stop.wait_urgent() => {}
+                _ = tokio::time::sleep(STOP_URGENT_AFTER) => {}
+            }
+            sh.go_urgent();
             // Keep the sender alive: dropping it would wake peers with an error.
             std::future::pending::<()>().await;
         })
@@ -389,35 +215,56 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         })
     };
 
-    // One task per peer.
+    // One task per peer; task ids name the peers the engine may have to abort.
     let mut tasks = JoinSet::new();
+    let mut task_peer: HashMap<tokio::task::Id, u32> = HashMap::with_capacity(sh.locals.len());
     for local in 0..sh.locals.len() as u32 {
-        tasks.spawn(Peer::run(sh.clone(), local));
+        let handle = tasks.spawn(Peer::run(sh.clone(), local));
+        task_peer.insert(handle.id(), local);
     }
     // The `[[rest]]` population (goose), if the scenario has one.
-    let rest_task = tokio::spawn(super::rest::run(sh.clone()));
+    let mut rest_task = tokio::spawn(super::rest::run(sh.clone()));
     let mut outcomes: Vec<PeerOutcome> = Vec::with_capacity(sh.locals.len());
+    let mut cut_off: Vec<u32> = Vec::new();
     loop {
-        let hard = sh.end_us() + grace_us + HARD_STOP_SLACK.as_micros() as u64;
-        let wait = Duration::from_micros(hard.saturating_sub(sh.clock.now_us()));
         tokio::select! {
-            next = tasks.join_next() => match next {
-                Some(Ok(o)) => outcomes.push(o),
+            next = tasks.join_next_with_id() => match next {
+                Some(Ok((id, o))) => {
+                    task_peer.remove(&id);
+                    outcomes.push(o);
+                }
                 Some(Err(e)) => {
-                    sh.event(|ev| {
-                        ev.warn(format!("a peer task failed: {e}"), 1);
-                    });
+                    if let Some(local) = task_peer.remove(&e.id()) {
+                        cut_off.push(local);
+                    }
+                    if e.is_panic() {
+                        sh.event(|ev| ev.warn(format!("a peer task failed: {e}"), 1));
+                    }
                 }
                 None => break,
             },
-            _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {
-                if sh.clock.now_us() >= hard {
+            // Wakes often enough to keep the stop budget (STOP_URGENT_AFTER).
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let now = sh.clock.now_us();
+                if sh.urgent_at_us.load(Ordering::Acquire) == 0 && now >= urgent_deadline(&sh) {
+                    sh.go_urgent();
+                }
+                let urgent_at = sh.urgent_at_us.load(Ordering::Acquire);
+                if urgent_at > 0 && now >= urgent_at + URGENT_ABORT_AFTER.as_micros() as u64 {
                     let left = tasks.len();
                     tasks.abort_all();
                     sh.event(|ev| {
-                        ev.warn(format!("{left} peers did not finish within 20 s after the drain and were aborted"), 1);
+                        ev.warn(format!("{left} peers did not return when told to stop and were aborted"), 1);
                     });
-                    while tasks.join_next().await.is_some() {}
+                    while let Some(r) = tasks.join_next_with_id().await {
+                        match r {
+                            Ok((id, o)) => {
+                                task_peer.remove(&id);
+                                outcomes.push(o);
+                            }
+                            Err(e) => cut_off.extend(task_peer.remove(&e.id())),
+                        }
+                    }
                     break;
                 }
             }
@@ -434,7 +281,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
 
     // Accounting and outcomes.
     let names: Vec<String> = s.populations.iter().map(|p| p.name.clone()).collect();
-    let mut logs = Vec::with_capacity(outcomes.len());
+    let mut logs = Vec::with_capacity(outcomes.len() + cut_off.len());
     let mut exp = Expectations {
         storms: s
             .storms
@@ -446,13 +293,8 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             .collect(),
         ..Default::default()
     };
-    let mut peers_connected = 0u64;
-    let mut last_first_welcome = setup.t0_us;
+    let mut requests = Requests::default();
     for o in outcomes {
-        if let Some(at) = o.first_welcome_us {
-            peers_connected += 1;
-            last_first_welcome = last_first_welcome.max(at);
-        }
         exp.token_expiry.merge(&o.token);
         for (kind, out) in [
             super::scenario::OversizeKind::At,
@@ -475,10 +317,66 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         }
         exp.sessions += o.sessions_started;
         exp.churn_leaves += o.churn_leaves;
+        requests.merge(&o.requests);
         logs.push(o.log);
     }
-    let rest = rest_task.await.ok().flatten();
-    let (delivery, directs, rest) = super::rest::account(logs, &names, grace_us, rest);
+    // Peers cut off lost their logs: their copies can be judged neither way.
+    for &local in &cut_off {
+        let plan = &layout.peers[sh.locals[local as usize] as usize];
+        logs.push(super::accounting::PeerLog {
+            global: plan.global,
+            population: plan.population,
+            channel: plan.channel,
+            incomplete: true,
+            ..Default::default()
+        });
+        sh.event(|ev| {
+            ev.note("aborted", || {
+                format!(
+                    "peer {}: still busy when the run ended; its copies are unaccounted",
+                    sh.peer_id(plan.global)
+                )
+            })
+        });
+    }
+    // Bounded: goose answers its killswitch within its request timeout; after a stop the
+    // report must not wait for it.
+    let rest_wait = if sh.stopped_at_us.load(Ordering::Acquire) > 0 {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(60)
+    };
+    let rest = match tokio::time::timeout(rest_wait, &mut rest_task).await {
+        Ok(r) => r.ok().flatten(),
+        Err(_) => {
+            rest_task.abort();
+            sh.event(|ev| {
+                ev.warn(
+                    "the [[rest]] population (goose) did not stop in time; its numbers are missing",
+                    1,
+                )
+            });
+            None
+        }
+    };
+    let (accounts, rest) = super::rest::account(logs, &names, grace_us, rest);
+    let (delivery, directs) = (accounts.channel, accounts.direct);
+    sh.event(|ev| ev.examples.merge(&accounts.examples));
+
+    // Who connected, from the cells: they outlive an aborted task.
+    let mut peers_connected = 0u64;
+    let mut never_connected = 0u64;
+    let mut last_first_welcome = setup.t0_us;
+    for c in sh.cells.iter() {
+        match c.first_welcome_us.load(Ordering::Acquire) {
+            0 if c.attempted.load(Ordering::Acquire) => never_connected += 1,
+            0 => {}
+            at => {
+                peers_connected += 1;
+                last_first_welcome = last_first_welcome.max(at);
+            }
+        }
+    }
 
     let events = std::mem::take(&mut *sh.events.lock().unwrap_or_else(|p| p.into_inner()));
     let totals = &collector.totals;
@@ -505,6 +403,8 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         peers_connected,
         all_connected_after_s: last_first_welcome.saturating_sub(setup.t0_us) as f64 / 1e6,
         connect_rate_per_s: 0.0,
+        never_connected,
+        aborted: cut_off.len() as u64,
     };
     let mut run = RunData {
         scenario: s.name.clone(),
@@ -520,6 +420,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         ran_s: end.saturating_sub(setup.t0_us) as f64 / 1e6,
         grace_s: s.grace.0.as_secs_f64(),
         stopped_early: end < planned_end,
+        interrupted: sh.stopped_at_us.load(Ordering::Acquire) > 0,
         hists,
         counts: totals.counts,
         intervals: collector.intervals.clone(),
@@ -542,6 +443,9 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             ..Default::default()
         },
         warnings: events.warnings,
+        requests,
+        examples: events.examples,
+        planned: planned(&sh),
         max_lag_p99_us: s.validity.max_lag_p99.as_us(),
         max_cpu_share: s.validity.max_cpu,
         rest,

@@ -15,6 +15,7 @@
 //! reference server in-process through [`crate::embedded`].
 
 pub mod accounting;
+pub mod checks;
 pub mod connect;
 pub mod engine;
 pub mod peer;
@@ -22,7 +23,9 @@ pub mod plan;
 pub mod progress;
 pub mod rest;
 pub mod scenario;
+pub mod shared;
 pub mod thresholds;
+pub mod verdict;
 pub mod worker;
 
 use std::net::Ipv4Addr;
@@ -39,7 +42,7 @@ use self::plan::Shard;
 use self::scenario::{Credential, Overrides, Scenario};
 use crate::embedded::{EmbeddedServer, Options};
 use crate::proto::{Claims, auth};
-use crate::report::{RunData, Summary};
+use crate::report::RunData;
 use crate::shutdown::Stop;
 use crate::transport::{Connector, TlsArgs};
 
@@ -83,6 +86,13 @@ pub struct RunArgs {
     /// the scenario's [thresholds]. Exit code: 0 met, 1 broken, 2 could not run.
     #[arg(long = "threshold", value_name = "RULE")]
     pub thresholds: Vec<String>,
+    /// Tolerate what a built-in check would fail the run for: CHECK (turn it off),
+    /// CHECK:A,B (these close codes, error codes or kinds, e.g. closes:4011) or
+    /// CHECK OP VALUE (a tolerance, e.g. 'lost<=10'); repeatable, added to the scenario's
+    /// [checks]. The checks: connections, closes, acks, delivery, lost, duplicated,
+    /// reordered, unexpected, errors, aborted, rest, expiry, oversized.
+    #[arg(long = "allow", value_name = "CHECK", value_parser = parse_allow_arg)]
+    pub allow: Vec<String>,
     /// Run the peers in N worker processes (each holds at most ~19.9k sockets here).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=254))]
     pub workers: u32,
@@ -142,8 +152,13 @@ impl RunArgs {
             seed: self.seed,
             ramp: self.ramp,
             thresholds: self.thresholds.clone(),
+            allow: self.allow.clone(),
         }
     }
+}
+
+fn parse_allow_arg(text: &str) -> Result<String, String> {
+    checks::config::parse_allow(text).map(|_| text.to_owned())
 }
 
 /// `stampede scenarios`.
@@ -452,6 +467,7 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
     } else {
         stop
     };
+    let stop_seen = stop.clone();
 
     check_sockets(&args, &sc)?;
     let mut t = targets(&args, &sc).await?;
@@ -522,16 +538,23 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
         r
     };
     if let Some(server) = t.embedded.take() {
-        server.shutdown().await;
+        // After a stop the report comes first: the server's own drain is bounded.
+        let limit = if stop_seen.is_stopped() {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        };
+        let _ = tokio::time::timeout(limit, server.shutdown()).await;
     }
     let mut run = result?;
+    run.interrupted |= stop_seen.is_stopped();
     if args.emit_result {
         worker::emit(&worker::Line::Result(Box::new(run)));
         return Ok(0);
     }
     run.targets = urls;
     run.embedded = embedded;
-    finish(&args, &sc, run)
+    verdict::finish(&args, &sc, run, stop_seen.is_urgent())
 }
 
 async fn coordinate(
@@ -640,66 +663,4 @@ async fn coordinate(
     run.scenario_origin = origin.to_owned();
     run.finish();
     Ok(run)
-}
-
-/// Writes the report, prints the summary, and decides the exit code.
-fn finish(args: &RunArgs, sc: &Scenario, run: RunData) -> anyhow::Result<i32> {
-    let mut summary = Summary::from_run(&run);
-    let json = serde_json::to_value(&summary)?;
-    summary.thresholds = thresholds::evaluate(&sc.thresholds.0, &json);
-    summary.thresholds_passed = summary.thresholds.iter().all(|t| t.passed);
-    let dir = match &args.out {
-        Some(d) => d.clone(),
-        None => default_out_dir(&sc.name),
-    };
-    let ramp_s = sc
-        .populations
-        .iter()
-        .map(|p| p.ramp.0.as_secs_f64())
-        .fold(0.0, f64::max);
-    crate::report::write_run_dir(&dir, &run, &mut summary, ramp_s)?;
-    print!(
-        "{}",
-        crate::report::text::render(&summary, &dir.display().to_string())
-    );
-    if let Some(html) = crate::report::finish::html_report(&dir) {
-        println!("report: {}", html.display());
-    }
-    if let Some(path) = &args.junit {
-        crate::report::finish::write_junit(path, &sc.name, &summary.thresholds)?;
-        println!("junit: {}", path.display());
-    }
-    if run.connections.established == 0 {
-        let why = run
-            .connections
-            .failures
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(k, n)| format!("{k} × {n}"))
-            .unwrap_or_else(|| "no attempt finished".into());
-        let advice = run
-            .warnings
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(m, _)| format!("; {m}"))
-            .unwrap_or_default();
-        eprintln!("error: no peer could connect ({why}){advice}");
-        return Ok(2);
-    }
-    Ok(if summary.thresholds_passed { 0 } else { 1 })
-}
-
-/// `reports/<name>-<UTC timestamp>/`, made unique with a suffix when taken.
-pub fn default_out_dir(name: &str) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "");
-    let base = PathBuf::from("reports").join(format!("{name}-{stamp}"));
-    if !base.exists() {
-        return base;
-    }
-    (2..1000)
-        .map(|i| PathBuf::from("reports").join(format!("{name}-{stamp}-{i}")))
-        .find(|p| !p.exists())
-        .unwrap_or(base)
 }

@@ -46,7 +46,7 @@ use goose::goose::{
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::accounting::{ACKED, PeerLog, REJECTED, UNCONFIRMED, pack, with_status};
+use super::accounting::{ACKED, Accounts, PeerLog, REJECTED, UNCONFIRMED, pack, with_status};
 use super::engine::Shared;
 use super::scenario::{Arrival, Dur, FieldPath, Scenario, Seg};
 use crate::metrics::{Counter, Metric, Stats};
@@ -836,8 +836,7 @@ pub async fn run(sh: Arc<Shared>) -> Option<RestOutcome> {
                     }
                 })
                 .collect(),
-            directs: Vec::new(),
-            sessions: Vec::new(),
+            ..Default::default()
         })
         .collect();
     logs.sort_by_key(|l| l.global);
@@ -883,20 +882,14 @@ pub fn text_lines(r: &RestReport) -> String {
 
 /// Delivery accounting with the REST publishers' logs added as publishers of their rooms;
 /// also fills the REST report's own `delivery` (the REST publishes alone).
-#[allow(clippy::type_complexity)]
 pub fn account(
     mut logs: Vec<PeerLog>,
     names: &[String],
     grace_us: u64,
     rest: Option<RestOutcome>,
-) -> (
-    BTreeMap<String, Delivery>,
-    BTreeMap<String, Delivery>,
-    Option<RestReport>,
-) {
+) -> (Accounts, Option<RestReport>) {
     let Some(mut rest) = rest else {
-        let (d, x) = super::accounting::account(&logs, names, grace_us);
-        return (d, x, None);
+        return (super::accounting::account(&logs, names, grace_us), None);
     };
     let total = |m: &BTreeMap<String, Delivery>| {
         let mut t = Delivery::default();
@@ -905,15 +898,15 @@ pub fn account(
         }
         t
     };
-    let (peers_only, _) = super::accounting::account(&logs, names, grace_us);
+    let peers_only = super::accounting::account(&logs, names, grace_us).channel;
     logs.append(&mut rest.logs);
-    let (mut delivery, mut directs) = super::accounting::account(&logs, names, grace_us);
+    let mut all = super::accounting::account(&logs, names, grace_us);
     // The virtual publishers receive nothing: drop their empty rows.
     let none = format!("population-{}", u16::MAX);
-    delivery.remove(&none);
-    directs.remove(&none);
-    rest.report.delivery = share(&total(&delivery), &total(&peers_only));
-    (delivery, directs, Some(rest.report))
+    all.channel.remove(&none);
+    all.direct.remove(&none);
+    rest.report.delivery = share(&total(&all.channel), &total(&peers_only));
+    (all, Some(rest.report))
 }
 
 /// The REST publishes' share of the accounting: `with` (all publishers) minus `without`

@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::checks::config::ChecksConfig;
 use crate::proto::limits::{is_reserved, valid_channel};
 
 /// The built-in scenarios, compiled into the binary: (name, TOML text).
@@ -353,6 +354,9 @@ pub struct Scenario {
     /// Pass/fail rules: `"fanout.p99" = "<50ms"`; CLI `--threshold` rules are appended.
     #[serde(default, skip_serializing_if = "Thresholds::is_empty")]
     pub thresholds: Thresholds,
+    /// How the built-in checks are relaxed (`[checks]`; CLI `--allow` folds in).
+    #[serde(default, skip_serializing_if = "ChecksConfig::is_empty")]
+    pub checks: ChecksConfig,
     #[serde(default)]
     pub validity: Validity,
 }
@@ -746,6 +750,8 @@ pub struct Overrides {
     pub ramp: Option<Duration>,
     /// Appended to the scenario's own rules.
     pub thresholds: Vec<String>,
+    /// `--allow` flags, folded into `[checks]`.
+    pub allow: Vec<String>,
 }
 
 impl Scenario {
@@ -792,6 +798,7 @@ impl Scenario {
             }
         }
         self.thresholds.0.extend(o.thresholds.iter().cloned());
+        self.checks.apply(&o.allow);
     }
 
     /// Semantic checks. Each problem is reported with its field path
@@ -1023,6 +1030,11 @@ impl Scenario {
             if let Err(e) = crate::load::thresholds::Rule::parse(rule) {
                 return Err((p(&[Key("thresholds"), Idx(i)]), e.to_string()));
             }
+        }
+        if let Err((name, msg)) = self.checks.validate() {
+            let mut path = vec![Key("checks")];
+            path.extend(name.map(Key));
+            return Err((FieldPath(path), msg));
         }
         super::rest::validate(self)
     }
@@ -1402,8 +1414,10 @@ size = { dist = "uniform", min = 64, max = 128 }
             seed: Some(9),
             ramp: Some(Duration::from_millis(250)),
             thresholds: vec!["delivery.lost==0".into()],
+            allow: vec!["closes:4011".into()],
         });
         assert_eq!(s.peers(), 55);
+        assert_eq!(s.checks.get("closes").unwrap().allow, vec!["4011"]);
         assert_eq!(s.populations[0].peers, 50);
         assert_eq!(s.populations[1].peers, 5);
         assert_eq!(s.duration, Dur::secs(3));

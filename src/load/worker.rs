@@ -5,8 +5,9 @@
 //!
 //! Protocol on a worker's stdout, one JSON object per line:
 //! `{"tick":{…}}` once a second (live progress), then `{"result":<RunData>}` at the end.
-//! On its stdin the coordinator writes `stop` (Ctrl-C); EOF means the coordinator is gone
-//! and the worker stops too.
+//! On its stdin the coordinator writes `stop` (first Ctrl-C) and `urgent` (second Ctrl-C:
+//! drop connections, report now); EOF means the coordinator is gone and the worker stops
+//! too.
 
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
@@ -79,7 +80,8 @@ pub fn emit(line: &Line) {
 }
 
 /// Worker side: a stop that fires on the parent's Ctrl-C, on `stop` on stdin, or when
-/// stdin closes (the coordinator is gone).
+/// stdin closes (the coordinator is gone); urgent on the parent's second Ctrl-C or on
+/// `urgent`.
 pub fn stop_from_stdin(parent: Stop) -> Stop {
     let (tx, rx) = Stop::never();
     let tx = Arc::new(tx);
@@ -88,19 +90,22 @@ pub fn stop_from_stdin(parent: Stop) -> Stop {
         let mut parent = parent;
         tokio::spawn(async move {
             parent.wait().await;
-            let _ = tx.send(true);
+            tx.stop();
+            parent.wait_urgent().await;
+            tx.urgent();
         });
     }
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         loop {
             match lines.next_line().await {
-                Ok(Some(l)) if l.trim() == "stop" => break,
+                Ok(Some(l)) if l.trim() == "stop" => tx.stop(),
+                Ok(Some(l)) if l.trim() == "urgent" => tx.urgent(),
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => break,
             }
         }
-        let _ = tx.send(true);
+        tx.stop();
         // Keep the sender: dropping it would look like a stop anyway, but be explicit.
         std::future::pending::<()>().await;
     });
@@ -173,6 +178,11 @@ pub async fn run_workers(
 
     let started = tokio::time::Instant::now();
     let mut stopped = false;
+    let mut urgent = false;
+    let mut stop_urgent = stop.clone();
+    // After a stop, workers get the engine's stop budget plus slack to report; after
+    // that they are killed (their peers then miss from the results, with a warning).
+    let mut stopped_at: Option<tokio::time::Instant> = None;
     let mut outcomes: Vec<Option<Result<RunData, String>>> =
         (0..workers.len()).map(|_| None).collect();
     loop {
@@ -200,27 +210,54 @@ pub async fn run_workers(
         if running == 0 {
             break;
         }
-        if started.elapsed() > deadline {
+        let stop_overdue = stopped_at.is_some_and(|at| {
+            at.elapsed()
+                > if urgent {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::from_secs(4)
+                }
+        });
+        if started.elapsed() > deadline || stop_overdue {
             for (k, w) in workers.iter_mut().enumerate() {
                 if outcomes[k].is_none() {
                     let _ = w.child.kill().await;
                     outcomes[k] = Some(Err(format!(
-                        "worker {} did not finish within {deadline:?} and was killed",
-                        w.index
+                        "worker {} did not finish {} and was killed",
+                        w.index,
+                        if stop_overdue {
+                            "in time after the stop".to_owned()
+                        } else {
+                            format!("within {deadline:?}")
+                        }
                     )));
                 }
             }
             break;
         }
+        let mut say = None;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.wait(), if !stopped => {
                 stopped = true;
-                for w in &mut workers {
-                    if let Some(stdin) = w.stdin.as_mut() {
-                        let _ = stdin.write_all(b"stop\n").await;
+                stopped_at = Some(tokio::time::Instant::now());
+                say = Some(&b"stop\n"[..]);
+            }
+            _ = stop_urgent.wait_urgent(), if stopped && !urgent => {
+                urgent = true;
+                stopped_at = Some(tokio::time::Instant::now());
+                say = Some(&b"urgent\n"[..]);
+            }
+        }
+        if let Some(line) = say {
+            for w in &mut workers {
+                if let Some(stdin) = w.stdin.as_mut() {
+                    // Bounded: a worker that stopped reading must not hold the stop.
+                    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                        let _ = stdin.write_all(line).await;
                         let _ = stdin.flush().await;
-                    }
+                    })
+                    .await;
                 }
             }
         }

@@ -194,6 +194,13 @@ pub fn write_run_dir(
     }
 
     summary.files = files;
+    write_summary(dir, summary)
+}
+
+/// Writes `dir/summary.json` alone (creating `dir`): what an urgent stop leaves behind.
+pub fn write_summary(dir: &Path, summary: &Summary) -> anyhow::Result<()> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create report directory {}", dir.display()))?;
     let mut json = serde_json::to_vec_pretty(summary)?;
     json.push(b'\n');
     let path = dir.join("summary.json");

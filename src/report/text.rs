@@ -111,7 +111,9 @@ pub fn render(s: &Summary, dir: &str) -> String {
         thousands(s.peers),
         thousands(s.connections.peak_connected.max(0) as u64),
         s.duration_s,
-        if s.stopped_early {
+        if s.interrupted {
+            " (interrupted)"
+        } else if s.stopped_early {
             " (stopped early)"
         } else {
             ""
@@ -179,22 +181,7 @@ pub fn render(s: &Summary, dir: &str) -> String {
     if s.directs.counts.expected > 0 || s.throughput.directs_sent > 0 {
         let _ = writeln!(o, "directs     {}", delivery_line(&s.directs));
     }
-    let c = &s.connections;
-    let _ = writeln!(
-        o,
-        "connections {} attempts · {} established · {} failed · all {} peers up after {:.1} s ({}/s){}",
-        thousands(c.attempts),
-        thousands(c.established),
-        thousands(c.failed),
-        thousands(c.peers_connected),
-        c.all_connected_after_s,
-        thousands(c.connect_rate_per_s as u64),
-        if c.failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", counts(&c.failures))
-        }
-    );
+    let _ = writeln!(o, "{}", connections_line(s));
     if let Some(t) = &s.tls {
         let _ = writeln!(o, "{}", tls_line(t));
         if t.insecure {
@@ -277,8 +264,125 @@ pub fn render(s: &Summary, dir: &str) -> String {
             t.rule
         );
     }
+    checks_lines(&mut o, s);
+    let _ = writeln!(o, "verdict     {}", verdict(s));
     let _ = writeln!(o, "report      {dir}");
     o
+}
+
+/// One line on connections whose parts agree: attempts and sessions established, and how
+/// many of the planned peers connected (never "all" unless every one did).
+fn connections_line(s: &Summary) -> String {
+    let c = &s.connections;
+    let failures = if c.failures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", counts(&c.failures))
+    };
+    let peers = if c.peers_connected >= s.peers && s.peers > 0 {
+        format!(
+            "all {} peers up after {:.1} s ({}/s)",
+            thousands(c.peers_connected),
+            c.all_connected_after_s,
+            thousands(c.connect_rate_per_s as u64)
+        )
+    } else {
+        let mut p = format!(
+            "{} of {} peers connected",
+            thousands(c.peers_connected),
+            thousands(s.peers)
+        );
+        if c.peers_connected > 0 {
+            let _ = write!(p, " (the last after {:.1} s)", c.all_connected_after_s);
+        }
+        if c.never_connected > 0 {
+            let _ = write!(p, " · {} never got a welcome", thousands(c.never_connected));
+        }
+        p
+    };
+    let mut line = format!(
+        "connections {} attempts · {} established · {} failed{failures} · {peers}",
+        thousands(c.attempts),
+        thousands(c.established),
+        thousands(c.failed),
+    );
+    if c.aborted > 0 {
+        let _ = write!(line, " · {} aborted at the end", thousands(c.aborted));
+    }
+    line
+}
+
+/// The built-in checks: one line for those that passed, one per failed or relaxed check
+/// with its evidence and first examples.
+fn checks_lines(o: &mut String, s: &Summary) {
+    if s.checks.is_empty() {
+        return;
+    }
+    let ok: Vec<&str> = s
+        .checks
+        .iter()
+        .filter(|c| c.passed && c.enabled && c.limit == "==0")
+        .map(|c| c.name.as_str())
+        .collect();
+    if !ok.is_empty() {
+        let _ = writeln!(o, "checks      ok     {}", ok.join(", "));
+    }
+    for c in &s.checks {
+        let tag = if !c.enabled {
+            "off   "
+        } else if !c.passed {
+            "FAILED"
+        } else if c.limit != "==0" {
+            "ok    "
+        } else {
+            continue;
+        };
+        let limit = if c.enabled && c.limit != "==0" {
+            format!(" (tolerance {}, count {})", c.limit, thousands(c.count))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "check       {tag} checks.{}{limit}: {}",
+            c.name, c.evidence
+        );
+        for e in &c.examples {
+            let _ = writeln!(o, "                   e.g. {e}");
+        }
+    }
+}
+
+fn verdict(s: &Summary) -> String {
+    let failed_checks = s.checks.iter().filter(|c| !c.passed).count();
+    let broken = s.thresholds.iter().filter(|t| !t.passed).count();
+    if s.interrupted {
+        return "INTERRUPTED: the run was stopped, so it proves nothing (exit 130)".into();
+    }
+    if s.outcome == "no_connection" {
+        return "COULD NOT RUN: no peer connected (exit 2)".into();
+    }
+    if failed_checks + broken == 0 {
+        return format!(
+            "passed: {} checks and {} thresholds",
+            s.checks.len(),
+            s.thresholds.len()
+        );
+    }
+    let mut why = Vec::new();
+    if failed_checks > 0 {
+        why.push(format!(
+            "{failed_checks} of {} checks failed",
+            s.checks.len()
+        ));
+    }
+    if broken > 0 {
+        why.push(format!(
+            "{broken} of {} thresholds broken",
+            s.thresholds.len()
+        ));
+    }
+    format!("FAILED: {} (exit 1)", why.join(", "))
 }
 
 #[cfg(test)]

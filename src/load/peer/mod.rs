@@ -15,6 +15,7 @@ mod session;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::Rng;
@@ -30,7 +31,7 @@ use super::scenario::{Backoff, Credential, OversizeKind};
 use crate::metrics::{Counter, Metric};
 use crate::proto::frame::close;
 use crate::proto::{Claims, auth};
-use crate::report::{OversizeOutcome, TokenExpiry};
+use crate::report::{OversizeOutcome, Requests, TokenExpiry};
 use crate::transport::TlsSession;
 
 /// How long a connect stage, a subscribe ack, a send or a close may take.
@@ -57,8 +58,8 @@ pub struct PeerOutcome {
     pub storms: Vec<(u64, u64)>,
     pub sessions_started: u64,
     pub churn_leaves: u64,
-    /// When the first session was welcomed (absolute µs).
-    pub first_welcome_us: Option<u64>,
+    /// Requests that asked for an ack, and what became of them.
+    pub requests: Requests,
 }
 
 /// Why a session ended.
@@ -98,6 +99,8 @@ struct Session {
     max_message_size: usize,
     oversize_pending: Option<(OversizeKind, u32)>,
     unsub_rid: Option<u32>,
+    /// The server answered the subscribe with an `error`.
+    sub_refused: bool,
 }
 
 pub struct Peer {
@@ -260,6 +263,9 @@ impl Peer {
         let sh = self.sh.clone();
         let _permit = sh.handshakes.acquire().await;
         let started = self.now();
+        sh.cells[self.local as usize]
+            .attempted
+            .store(true, Ordering::Release);
         let query = self.query(started);
         let dest = &sh.endpoints[self.plan.target as usize % sh.endpoints.len()];
         if dest.endpoint.secure && self.tls.is_none() {
@@ -303,10 +309,23 @@ impl Peer {
                     s.count(Counter::ConnectAttempts, 1);
                     s.count(Counter::ConnectFailures, 1);
                 });
+                let at = self.rel(started);
                 sh.event(|ev| {
-                    *ev.failures.entry(e.kind()).or_default() += 1;
+                    let kind = e.kind();
+                    ev.note(&format!("connections/{kind}"), || {
+                        format!("t={:.3} s peer {}: {e}", at as f64 / 1e6, self.id)
+                    });
+                    *ev.failures.entry(kind).or_default() += 1;
                     if let Some(code) = e.close_code() {
                         *ev.closes.entry(code.to_string()).or_default() += 1;
+                        ev.note(&format!("closes/{code}"), || {
+                            format!(
+                                "t={:.3} s peer {}: closed {code} ({}) before welcome",
+                                at as f64 / 1e6,
+                                self.id,
+                                close::name(code)
+                            )
+                        });
                     }
                     let msg = e.advice().unwrap_or_else(|| format!("connect failed: {e}"));
                     ev.warn(msg, 1);
@@ -320,6 +339,7 @@ impl Peer {
     pub async fn run(sh: Arc<Shared>, local: u32) -> PeerOutcome {
         let mut p = Peer::new(sh, local);
         let mut stop = p.sh.stop.clone();
+        let mut urgent = p.sh.urgent();
         let start = p.sh.t0_us + p.plan.start_us;
         if !p.sleep_until(start, &mut stop).await {
             return p.finish();
@@ -331,11 +351,17 @@ impl Peer {
             if p.now() >= p.sh.end_us() {
                 break;
             }
-            // Boxed: the handshake future is large and only lives during a connect.
-            let delay_us = match Box::pin(p.connect()).await {
+            // Boxed: the handshake future is large and only lives during a connect. An
+            // urgent stop abandons it (nothing of it was recorded yet).
+            let opened = tokio::select! {
+                biased;
+                _ = urgent.wait_for(|u| *u) => break,
+                r = Box::pin(p.connect()) => r,
+            };
+            let delay_us = match opened {
                 Ok((ws, welcome)) => {
                     attempt = 0;
-                    let end = p.session(ws, welcome, &mut stop).await;
+                    let end = p.session(ws, welcome, &mut stop, &mut urgent).await;
                     match end {
                         End::RunOver => break,
                         End::Churn => {

@@ -17,10 +17,24 @@ use super::*;
 static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""data":{"p":"#));
 
 impl Peer {
-    pub(super) fn unexpected(&self, kind: &str) {
+    /// Counts a frame that fits no expectation, keeping the first few as examples (`what`:
+    /// the frame, or what was wrong with it). Messages and directs that carry no data of
+    /// this run also count as unexpected copies in the delivery accounting.
+    pub(super) fn unexpected(&mut self, kind: &str, what: &str) {
+        match kind {
+            "message_not_from_this_run"
+            | "message_from_unknown_publisher"
+            | "message_with_implausible_sequence" => self.out.log.foreign += 1,
+            "direct_not_from_this_run" => self.out.log.foreign_directs += 1,
+            _ => {}
+        }
         self.sh.metrics.count(Counter::UnexpectedFrames, 1);
+        let at = self.rel(self.now()) as f64 / 1e6;
         self.sh.event(|ev| {
             *ev.unexpected.entry(kind.to_owned()).or_default() += 1;
+            ev.note(&format!("unexpected/{kind}"), || {
+                format!("t={at:.3} s peer {}: {kind}: {}", self.id, excerpt(what))
+            });
         });
     }
 
@@ -53,21 +67,21 @@ impl Peer {
     pub(super) fn slow_path(&mut self, s: &mut Session, text: &str) {
         let frame = match ServerFrame::decode(text) {
             Ok(f) => f,
-            Err(_) => return self.unexpected("unparseable"),
+            Err(_) => return self.unexpected("unparseable", text),
         };
         match frame {
             ServerFrame::Message { data, .. } => {
                 self.sh.slow_path.fetch_add(1, Ordering::Relaxed);
                 match data_fields(&data, "s") {
                     Some((p, seq, t)) => self.on_message(s, p, seq, t),
-                    None => self.unexpected("message_not_from_this_run"),
+                    None => self.unexpected("message_not_from_this_run", text),
                 }
             }
             ServerFrame::Direct { data, .. } => {
                 self.sh.slow_path.fetch_add(1, Ordering::Relaxed);
                 match data_fields(&data, "d") {
                     Some((p, seq, t)) => self.on_direct(s, p, seq, t),
-                    None => self.unexpected("direct_not_from_this_run"),
+                    None => self.unexpected("direct_not_from_this_run", text),
                 }
             }
             ServerFrame::Ack { request_id } => self.on_ack(s, &request_id),
@@ -83,8 +97,8 @@ impl Peer {
                     );
                 });
             }
-            ServerFrame::Pong { .. } => self.unexpected("unsolicited_pong"),
-            ServerFrame::Welcome { .. } => self.unexpected("second_welcome"),
+            ServerFrame::Pong { .. } => self.unexpected("unsolicited_pong", text),
+            ServerFrame::Welcome { .. } => self.unexpected("second_welcome", text),
         }
     }
 
@@ -113,10 +127,16 @@ impl Peer {
             return;
         }
         if p as usize >= self.sh.layout.peers.len() && !system {
-            return self.unexpected("message_from_unknown_publisher");
+            return self.unexpected(
+                "message_from_unknown_publisher",
+                &format!("publisher index {p} is not a peer of this run"),
+            );
         }
         if !s.rx.entry(p).or_default().insert(seq) {
-            self.unexpected("message_with_implausible_sequence");
+            self.unexpected(
+                "message_with_implausible_sequence",
+                &format!("seq {seq} of publisher #{p} is far outside the sequence seen"),
+            );
         }
     }
 
@@ -152,11 +172,12 @@ impl Peer {
             rid.get(1..).and_then(|n| n.parse::<u32>().ok()),
         ) {
             (Some(k), Some(n)) => (*k, n),
-            _ => return self.unexpected("ack_for_unknown_request"),
+            _ => return self.unexpected("ack_for_unknown_request", &format!("requestId {rid:?}")),
         };
         match kind {
             b's' if num == self.session_no => {
                 if !s.subscribed {
+                    self.out.requests.subscribes.acked += 1;
                     s.log.subscribed_us = self.rel(now).max(1);
                     self.on_ready(s);
                 }
@@ -164,12 +185,19 @@ impl Peer {
             b'u' if Some(num) == s.unsub_rid => {}
             b'p' | b'd' | b'o' => {
                 let Some(pend) = self.take_pending(s, kind, num) else {
-                    return self.unexpected("ack_for_unknown_request");
+                    return self.unexpected(
+                        "ack_for_unknown_request",
+                        &format!("requestId {rid:?}, not pending (answered twice, or never sent)"),
+                    );
                 };
                 self.sh.metrics.with(|st| {
                     st.record(Metric::Ack, now.saturating_sub(pend.sent_us));
                     st.count(Counter::Acks, 1);
                 });
+                match kind {
+                    b'd' => self.out.requests.directs.acked += 1,
+                    _ => self.out.requests.publishes.acked += 1,
+                }
                 match kind {
                     b'd' => {
                         if let Some(d) = self.out.log.directs.get_mut(num as usize) {
@@ -194,14 +222,24 @@ impl Peer {
                     }
                 }
             }
-            _ => self.unexpected("ack_for_unknown_request"),
+            _ => self.unexpected("ack_for_unknown_request", &format!("requestId {rid:?}")),
         }
     }
 
     pub(super) fn on_error(&mut self, s: &mut Session, code: &str, rid: Option<&str>) {
         self.sh.metrics.count(Counter::Errors, 1);
+        let at = self.rel(self.now()) as f64 / 1e6;
         self.sh.event(|ev| {
             *ev.errors.entry(code.to_owned()).or_default() += 1;
+            ev.note(&format!("errors/{code}"), || {
+                format!(
+                    "t={at:.3} s peer {}: error {} for {}",
+                    self.id,
+                    excerpt(code),
+                    rid.map(|r| format!("requestId {}", excerpt(r)))
+                        .unwrap_or_else(|| "no requestId".into())
+                )
+            });
         });
         let Some(rid) = rid else { return };
         let (kind, num) = match (
@@ -213,13 +251,19 @@ impl Peer {
         };
         match kind {
             b's' => {
+                if num == self.session_no && !s.subscribed && !s.sub_refused {
+                    s.sub_refused = true;
+                    self.out.requests.subscribes.refused += 1;
+                }
                 s.sub_deadline = u64::MAX;
                 self.sh.event(|ev| {
                     ev.warn(format!("the server refused a subscribe with {code}"), 1);
                 });
             }
             b'p' | b'o' => {
-                self.take_pending(s, kind, num);
+                if self.take_pending(s, kind, num).is_some() {
+                    self.out.requests.publishes.refused += 1;
+                }
                 if let Some(e) = self.out.log.publishes.get_mut(num as usize) {
                     *e = with_status(*e, REJECTED);
                 }
@@ -238,7 +282,9 @@ impl Peer {
                 }
             }
             b'd' => {
-                self.take_pending(s, kind, num);
+                if self.take_pending(s, kind, num).is_some() {
+                    self.out.requests.directs.refused += 1;
+                }
                 if let Some(d) = self.out.log.directs.get_mut(num as usize) {
                     d.status = REJECTED;
                 }
@@ -286,6 +332,20 @@ impl Peer {
             }
         });
     }
+}
+
+/// The start of a frame for an example line: at most 160 bytes, control characters
+/// escaped, so a hostile frame cannot break the report's lines.
+fn excerpt(text: &str) -> String {
+    let mut cut = text.len().min(160);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out: String = text[..cut].escape_debug().collect();
+    if cut < text.len() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
 }
 
 /// Finds `"data":{"p":P,"K":S,"t":T` in a frame: (P, K, S, T).

@@ -79,6 +79,7 @@ impl Peer {
         self.out.log.publishes.push(pack(self.rel(now), PENDING));
         if ack {
             self.track(s, b'p', seq, now);
+            self.out.requests.publishes.sent += 1;
         }
         self.sh.metrics.with(|st| {
             st.record(Metric::ScheduleLag, now.saturating_sub(intended));
@@ -133,6 +134,7 @@ impl Peer {
             sent_rel_us: self.rel(now),
         });
         self.track(s, b'd', dseq, now);
+        self.out.requests.directs.sent += 1;
         self.sh.metrics.with(|st| {
             st.record(Metric::ScheduleLag, now.saturating_sub(intended));
             st.count(Counter::DirectsSent, 1);
@@ -195,6 +197,7 @@ impl Peer {
         let now = self.now();
         self.out.log.publishes.push(pack(self.rel(now), PENDING));
         self.track(s, b'o', seq, now);
+        self.out.requests.publishes.sent += 1;
         s.oversize_pending = Some((kind, seq));
         self.sh.metrics.with(|st| {
             st.record(Metric::ScheduleLag, now.saturating_sub(intended));

@@ -27,14 +27,20 @@ impl Peer {
         mut ws: Ws,
         welcome: Welcome,
         stop: &mut watch::Receiver<bool>,
+        urgent: &mut watch::Receiver<bool>,
     ) -> End {
         let now = self.now();
         self.session_no += 1;
         self.out.sessions_started += 1;
-        self.out.first_welcome_us.get_or_insert(now);
         self.sh.metrics.connected.fetch_add(1, Ordering::Relaxed);
         let cell = &self.sh.cells[self.local as usize];
         cell.online.store(true, Ordering::Release);
+        let _ = cell.first_welcome_us.compare_exchange(
+            0,
+            now.max(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         if welcome.peer_id != self.id {
             // Publishable keys: the server names the peer.
             self.sh.register_server_id(self.local, &welcome.peer_id);
@@ -74,14 +80,31 @@ impl Peer {
             max_message_size: welcome.max_message_size,
             oversize_pending: None,
             unsub_rid: None,
+            sub_refused: false,
         };
         while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
             self.next_storm += 1;
         }
-        let end = match Box::pin(self.subscribe(&mut ws, &mut s)).await {
-            Err(end) => end,
-            Ok(()) => self.session_loop(&mut ws, &mut s, stop).await,
+        // An urgent stop drops whatever the session awaits (a send the server does not
+        // read, a close it does not answer, a flood it keeps sending): the session's state
+        // stays here, so what it logged is settled and kept.
+        let live = async {
+            match Box::pin(self.subscribe(&mut ws, &mut s)).await {
+                Err(end) => end,
+                Ok(()) => self.session_loop(&mut ws, &mut s, stop).await,
+            }
         };
+        let end = tokio::select! {
+            biased;
+            _ = urgent.wait_for(|u| *u) => None,
+            end = live => Some(end),
+        };
+        let end = end.unwrap_or_else(|| {
+            let now = self.now();
+            self.leave_now(&mut s, now);
+            transport::ws::abort_on_drop(&ws);
+            End::RunOver
+        });
         self.end_session(s, end);
         end
     }
@@ -108,6 +131,7 @@ impl Peer {
         );
         s.log.subscribe_sent_us = self.rel(now).max(1);
         s.sub_deadline = now + ACK_TIMEOUT_US;
+        self.out.requests.subscribes.sent += 1;
         self.send(ws, frame).await
     }
 
@@ -145,7 +169,7 @@ impl Peer {
     pub(super) fn next_deadline(&self, s: &Session) -> u64 {
         let end = self.sh.end_us();
         let mut d = if s.draining {
-            end.saturating_add(self.sh.grace_us)
+            self.sh.drain_end_us()
         } else {
             end
         };
@@ -185,14 +209,20 @@ impl Peer {
                     Some(Ok(Message::Text(text))) => self.on_text(s, text.as_str()),
                     Some(Ok(Message::Close(cf))) => {
                         let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
-                        self.on_server_close(s, code);
+                        self.on_server_close(s, code, "");
                         Box::pin(transport::ws::answer_close(ws)).await;
                         return End::Server(code);
                     }
-                    Some(Ok(Message::Binary(_))) => self.unexpected("binary_frame"),
+                    Some(Ok(Message::Binary(b))) => {
+                        self.unexpected("binary_frame", &format!("a binary frame of {} bytes", b.len()));
+                    }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => {
-                        self.on_server_close(s, close::ABNORMAL);
+                    Some(Err(e)) => {
+                        self.on_server_close(s, close::ABNORMAL, &format!(": {e}"));
+                        return End::Lost;
+                    }
+                    None => {
+                        self.on_server_close(s, close::ABNORMAL, ": the connection ended");
                         return End::Lost;
                     }
                 },
@@ -228,7 +258,7 @@ impl Peer {
             self.park_schedules();
         }
         if s.draining {
-            if now >= end.saturating_add(self.sh.grace_us) {
+            if now >= self.sh.drain_end_us() {
                 self.leave_now(s, now);
                 close_quietly(ws).await;
                 return Some(End::RunOver);
@@ -368,10 +398,22 @@ impl Peer {
         close_quietly(ws).await;
     }
 
-    pub(super) fn on_server_close(&mut self, s: &mut Session, code: u16) {
+    pub(super) fn on_server_close(&mut self, s: &mut Session, code: u16, why: &str) {
         let now = self.now();
         self.sh.metrics.count(Counter::Closes, 1);
+        let (at, since) = (
+            self.rel(now) as f64 / 1e6,
+            self.rel(now).saturating_sub(s.log.welcomed_us) as f64 / 1e6,
+        );
         self.sh.event(|ev| {
+            ev.note(&format!("closes/{code}"), || {
+                format!(
+                    "t={at:.3} s peer {} session {}: {code} ({}{why}) {since:.1} s after welcome",
+                    self.id,
+                    self.session_no,
+                    close::name(code)
+                )
+            });
             *ev.closes.entry(code.to_string()).or_default() += 1;
             if let Some(a) = connect::close_advice(code)
                 && code != close::TOKEN_EXPIRED
@@ -415,6 +457,7 @@ impl Peer {
                 if let Some(e) = self.out.log.publishes.get_mut(seq as usize) {
                     *e = with_status(*e, REJECTED);
                 }
+                self.out.requests.publishes.refused += 1;
             } else {
                 o.other += 1;
                 o.mismatched += 1;
@@ -437,37 +480,94 @@ impl Peer {
             o.other += 1;
             o.mismatched += 1;
         }
-        // Settle what never got an answer.
+        // Settle what never got an answer. An ack has the scenario's grace (at most 5 s)
+        // to arrive, like a copy: a request still unanswered although its connection
+        // stayed open that long broke ACK-1 (`unacked`); one whose connection ended sooner
+        // is `unsettled` (the close is judged on its own). For the accounting, a publish
+        // or direct whose connection outlived the send by `grace` counts as sent, acked or
+        // not (as with `ack = false`): a server that acks and delivers nothing then shows
+        // lost copies, not an empty expected set.
         let grace = self.sh.grace_us;
+        let ack_wait = grace.min(ACK_TIMEOUT_US / 3);
         let pop = &self.sh.scenario.populations[self.plan.population as usize];
         let acked_mode = pop.publish.as_ref().is_none_or(|p| p.ack);
         let left = log.left_us;
-        let mut unanswered = 0u64;
-        for e in &mut self.out.log.publishes[s.pub_start..] {
-            if status_of(*e) == PENDING {
-                let survived = sent_of(*e) + grace <= left && !matches!(end, End::Lost);
-                if acked_mode && sent_of(*e) + ACK_TIMEOUT_US / 3 <= left {
-                    unanswered += 1;
+        let lost_conn = matches!(end, End::Lost);
+        let answered_in_time = |sent: u64| left.saturating_sub(sent) < ack_wait;
+        let mut examples: Vec<(&str, String)> = Vec::new();
+        for (i, e) in self.out.log.publishes[s.pub_start..].iter_mut().enumerate() {
+            if status_of(*e) != PENDING {
+                continue;
+            }
+            let sent = sent_of(*e);
+            if acked_mode {
+                if answered_in_time(sent) {
+                    self.out.requests.publishes.unsettled += 1;
+                } else {
+                    self.out.requests.publishes.unacked += 1;
+                    if examples.len() < 2 {
+                        examples.push((
+                            "acks/publish",
+                            format!(
+                                "publish p{} sent at {:.3} s",
+                                s.pub_start + i,
+                                sent as f64 / 1e6
+                            ),
+                        ));
+                    }
                 }
-                *e = with_status(
-                    *e,
-                    if !acked_mode && survived {
-                        ACKED
-                    } else {
-                        UNCONFIRMED
-                    },
-                );
+            }
+            let survived = sent + grace <= left && !lost_conn;
+            *e = with_status(*e, if survived { ACKED } else { UNCONFIRMED });
+        }
+        for (i, d) in self.out.log.directs[s.dir_start..].iter_mut().enumerate() {
+            if d.status != PENDING {
+                continue;
+            }
+            if answered_in_time(d.sent_rel_us) {
+                self.out.requests.directs.unsettled += 1;
+            } else {
+                self.out.requests.directs.unacked += 1;
+                if examples.len() < 4 {
+                    examples.push((
+                        "acks/direct",
+                        format!(
+                            "send d{} sent at {:.3} s",
+                            s.dir_start + i,
+                            d.sent_rel_us as f64 / 1e6
+                        ),
+                    ));
+                }
+            }
+            let survived = d.sent_rel_us + grace <= left && !lost_conn;
+            d.status = if survived { ACKED } else { UNCONFIRMED };
+        }
+        let sub_sent = log.subscribe_sent_us;
+        if sub_sent > 0 && !s.subscribed && !s.sub_refused {
+            if answered_in_time(sub_sent) {
+                self.out.requests.subscribes.unsettled += 1;
+            } else {
+                self.out.requests.subscribes.unacked += 1;
+                examples.push((
+                    "acks/subscribe",
+                    format!(
+                        "subscribe s{} sent at {:.3} s",
+                        self.session_no,
+                        sub_sent as f64 / 1e6
+                    ),
+                ));
             }
         }
-        if unanswered > 0 {
+        if !examples.is_empty() {
+            let id = &self.id;
+            let open_s = ack_wait as f64 / 1e6;
             self.sh.event(|ev| {
-                ev.warn("publishes got no ack within 5 s (ACK-1); they are left out of the expected set", unanswered);
+                for (key, what) in examples {
+                    ev.note(key, || {
+                        format!("peer {id}: {what}: no ack or error although the connection stayed open {open_s:.1} s longer")
+                    });
+                }
             });
-        }
-        for d in &mut self.out.log.directs[s.dir_start..] {
-            if d.status == PENDING {
-                d.status = UNCONFIRMED;
-            }
         }
         let mut rx: Vec<(u32, PairRx)> = s.rx.into_iter().collect();
         rx.sort_unstable_by_key(|(g, _)| *g);

@@ -11,6 +11,7 @@
 //! `compare` reuses (escaping, number formats, page shell, figures), [`sections`] and
 //! [`timeseries`] render the report's sections.
 
+mod checks;
 mod connect;
 mod kit;
 mod load;
@@ -120,6 +121,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
     b.push_str(&header_cards(run));
     b.push_str(&connect::insecure_box(s));
     b.push_str(&warnings_section(s));
+    b.push_str(&checks::checks_section(s));
     b.push_str(&thresholds_section(s));
     b.push_str(&latency_section(run)?);
     b.push_str(&connect::connect_phases_section(run)?);

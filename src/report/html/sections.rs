@@ -52,6 +52,9 @@ pub(super) fn header_cards(run: &RunDir) -> String {
             b.push_str(&card(label, &esc(&fmt_num(v))));
         }
     }
+    if let Some(html) = super::checks::checks_card(s) {
+        b.push_str(&card("checks", &html));
+    }
     let rows = thresholds(s);
     if !rows.is_empty() {
         let broken = rows.iter().filter(|r| r.passed == Some(false)).count();
@@ -81,7 +84,11 @@ pub(super) fn header_cards(run: &RunDir) -> String {
             facts.push(format!("{label} <code>{}</code>", esc(&fmt_value(v))));
         }
     }
-    if s.get("stopped_early").and_then(Value::as_bool) == Some(true) {
+    if s.get("interrupted").and_then(Value::as_bool) == Some(true) {
+        facts.push(
+            "<span class=\"bad\">interrupted (Ctrl-C): the verdict is incomplete</span>".into(),
+        );
+    } else if s.get("stopped_early").and_then(Value::as_bool) == Some(true) {
         facts.push("<span class=\"bad\">stopped early (Ctrl-C)</span>".into());
     }
     if !facts.is_empty() {
@@ -525,6 +532,10 @@ const SHOWN_KEYS: &[&str] = &[
     "closes",
     "thresholds",
     "thresholds_passed",
+    "checks",
+    "checks_passed",
+    "interrupted",
+    "outcome",
     "warnings",
     "files",
     "command",

@@ -1,0 +1,710 @@
+//! Built-in checks: whatever misbehaviour the harness observes fails the run (exit 1),
+//! in every scenario, unless the scenario tolerates it (`[checks]`, `--allow`; see
+//! [`config`]). Thresholds are what a scenario *asks* for; checks are what any correct
+//! server must do, so a server that acks nothing, delivers nothing, closes connections
+//! or floods foreign frames never passes.
+//!
+//! Each check counts one kind of misbehaviour after subtracting what the scenario causes
+//! itself (4002 closes with expiring tokens, 1009 with oversized frames, 4020 with REST
+//! kicks, `peer_not_found` for directs to peers that churn) and what it allows, holds the
+//! count to its tolerance (`==0` unless relaxed; `<1%` compares the count with the check's
+//! base), and says what it saw: counts by code or kind, and the first examples.
+//!
+//! Pure: reads a [`Summary`], the run's examples and plan facts, and the scenario.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+
+use crate::report::text::thousands;
+use crate::report::{CheckResult, Examples, Planned, Summary};
+use crate::rules::{self, Suffix};
+
+use super::scenario::{OversizeExpect, OversizeKind, Scenario};
+
+/// Every check, in report order.
+pub const NAMES: [&str; 13] = [
+    "connections",
+    "closes",
+    "acks",
+    "delivery",
+    "lost",
+    "duplicated",
+    "reordered",
+    "unexpected",
+    "errors",
+    "aborted",
+    "rest",
+    "expiry",
+    "oversized",
+];
+
+/// Checks that take an `allow` list, and what it lists.
+pub const ALLOW_LISTS: [(&str, &str); 4] = [
+    ("closes", "close codes"),
+    ("errors", "error codes"),
+    ("connections", "failure kinds (connections.failures)"),
+    ("unexpected", "frame kinds (unexpected_frames)"),
+];
+
+/// Most examples shown per check.
+const EXAMPLES: usize = 5;
+
+/// Frame kinds that are also unexpected copies in the delivery accounting.
+const FOREIGN: [&str; 4] = [
+    "message_not_from_this_run",
+    "message_from_unknown_publisher",
+    "message_with_implausible_sequence",
+    "direct_not_from_this_run",
+];
+
+/// What one check saw.
+struct Finding {
+    count: u64,
+    /// What a `%` tolerance divides by.
+    base: u64,
+    evidence: String,
+    examples: Vec<String>,
+}
+
+impl Finding {
+    fn new(count: u64, base: u64, evidence: String) -> Finding {
+        Finding {
+            count,
+            base,
+            evidence,
+            examples: Vec::new(),
+        }
+    }
+
+    fn with_examples<'a>(mut self, lines: impl IntoIterator<Item = &'a str>) -> Finding {
+        self.examples = lines
+            .into_iter()
+            .take(EXAMPLES)
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+}
+
+/// What the checks read besides the summary.
+pub struct Inputs<'a> {
+    pub scenario: &'a Scenario,
+    pub summary: &'a Summary,
+    pub examples: &'a Examples,
+    pub planned: &'a Planned,
+}
+
+/// Runs every check.
+pub fn evaluate(i: &Inputs) -> Vec<CheckResult> {
+    NAMES
+        .iter()
+        .map(|&name| {
+            let relax = i.scenario.checks.get(name).cloned().unwrap_or_default();
+            let allow: Vec<&str> = relax.allow.iter().map(String::as_str).collect();
+            let finding = match name {
+                "connections" => connections(i, &allow, closes_allowed(i)),
+                "closes" => closes(i, &allow),
+                "acks" => acks(i),
+                "delivery" => delivery(i),
+                "lost" => lost(i),
+                "duplicated" => duplicated(i),
+                "reordered" => reordered(i),
+                "unexpected" => unexpected(i, &allow),
+                "errors" => errors(i, &allow),
+                "aborted" => aborted(i),
+                "rest" => rest(i),
+                "expiry" => expiry(i),
+                _ => oversized(i),
+            };
+            verdict(name, &relax, finding)
+        })
+        .collect()
+}
+
+fn verdict(name: &str, relax: &config::Relax, f: Option<Finding>) -> CheckResult {
+    let Some(f) = f else {
+        return CheckResult {
+            name: name.into(),
+            passed: true,
+            enabled: !relax.off,
+            limit: "==0".into(),
+            evidence: format!("not applicable: {}", not_applicable(name)),
+            ..Default::default()
+        };
+    };
+    if relax.off {
+        return CheckResult {
+            name: name.into(),
+            passed: true,
+            enabled: false,
+            count: f.count,
+            limit: "off".into(),
+            evidence: format!("off (scenario [checks] or --allow); saw: {}", f.evidence),
+            examples: f.examples,
+        };
+    }
+    let limit = relax.tolerance.clone().unwrap_or_else(|| "==0".into());
+    // Validated with the scenario; a tolerance that still does not parse fails the check.
+    let passed = match rules::parse_condition(&limit) {
+        Ok((op, l)) if l.suffix == Suffix::Percent => {
+            let share = if f.base == 0 {
+                0.0
+            } else {
+                f.count as f64 / f.base as f64
+            };
+            op.holds(share, l.absolute())
+        }
+        Ok((op, l)) => op.holds(f.count as f64, l.absolute()),
+        Err(_) => false,
+    };
+    CheckResult {
+        name: name.into(),
+        passed,
+        enabled: true,
+        count: f.count,
+        limit,
+        evidence: f.evidence,
+        examples: if passed { Vec::new() } else { f.examples },
+    }
+}
+
+fn not_applicable(name: &str) -> &'static str {
+    match name {
+        "rest" => "no [[rest]] population",
+        "expiry" => "no population with expiring tokens ([population.token])",
+        "oversized" => "no population sends oversized frames ([population.oversize])",
+        _ => "nothing to check in this run",
+    }
+}
+
+/// `code × n (name), …` for the entries of `map` that `keep`, most frequent first.
+fn list(
+    map: &BTreeMap<String, u64>,
+    keep: impl Fn(&str) -> bool,
+    name: fn(&str) -> String,
+) -> String {
+    let mut v: Vec<(&String, &u64)> = map.iter().filter(|(k, n)| keep(k) && **n > 0).collect();
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    v.iter()
+        .map(|(k, n)| format!("{k} × {}{}", thousands(**n), name(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn no_name(_: &str) -> String {
+    String::new()
+}
+
+fn close_name(code: &str) -> String {
+    code.parse::<u16>()
+        .map(|c| format!(" ({})", crate::proto::frame::close::name(c)))
+        .unwrap_or_default()
+}
+
+/// Close codes the scenario causes itself, and why.
+fn expected_closes(s: &Scenario) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    if s.populations.iter().any(|p| p.token.is_some()) {
+        out.push(("4002".to_owned(), "expiring tokens"));
+    }
+    if s.populations.iter().any(|p| {
+        p.oversize.as_ref().is_some_and(|o| {
+            o.expect == OversizeExpect::Close && o.frames.iter().any(|k| *k != OversizeKind::At)
+        })
+    }) {
+        out.push(("1009".to_owned(), "oversized frames"));
+    }
+    if s.rest.iter().any(|r| r.weights.kick > 0.0) {
+        out.push(("4020".to_owned(), "REST kicks"));
+    }
+    out
+}
+
+/// Close codes neither counted by `closes` nor, as `close_<code>`, by `connections`.
+fn closes_allowed(i: &Inputs) -> Vec<String> {
+    let mut codes: Vec<String> = expected_closes(i.scenario)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    if let Some(r) = i.scenario.checks.get("closes") {
+        codes.extend(r.allow.iter().cloned());
+    }
+    codes
+}
+
+fn connections(i: &Inputs, allow: &[&str], close_codes: Vec<String>) -> Option<Finding> {
+    let c = &i.summary.connections;
+    let allowed = |kind: &str| {
+        allow.contains(&kind)
+            || kind
+                .strip_prefix("close_")
+                .is_some_and(|code| close_codes.iter().any(|x| x == code))
+    };
+    let listed: u64 = c.failures.values().sum();
+    let counted: u64 = c
+        .failures
+        .iter()
+        .filter(|(k, _)| !allowed(k))
+        .map(|(_, n)| n)
+        .sum::<u64>()
+        + c.failed.saturating_sub(listed);
+    let mut evidence = if counted == 0 {
+        format!(
+            "{} attempts, {} established, none failed",
+            thousands(c.attempts),
+            thousands(c.established)
+        )
+    } else {
+        format!(
+            "{} of {} connection attempts failed: {}",
+            thousands(counted),
+            thousands(c.attempts),
+            list(&c.failures, |k| !allowed(k), no_name)
+        )
+    };
+    if c.never_connected > 0 {
+        evidence.push_str(&format!(
+            "; {} peers never got a welcome",
+            thousands(c.never_connected)
+        ));
+    }
+    let tolerated = list(&c.failures, allowed, no_name);
+    if !tolerated.is_empty() {
+        evidence.push_str(&format!(" (tolerated: {tolerated})"));
+    }
+    let keys: Vec<String> = c
+        .failures
+        .keys()
+        .filter(|k| !allowed(k))
+        .map(|k| format!("connections/{k}"))
+        .collect();
+    Some(
+        Finding::new(counted, c.attempts, evidence)
+            .with_examples(keys.iter().flat_map(|k| i.examples.under(k))),
+    )
+}
+
+fn closes(i: &Inputs, allow: &[&str]) -> Option<Finding> {
+    let closes = &i.summary.closes;
+    let expected = expected_closes(i.scenario);
+    let ok = |code: &str| allow.contains(&code) || expected.iter().any(|(c, _)| c == code);
+    let counted: u64 = closes.iter().filter(|(k, _)| !ok(k)).map(|(_, n)| n).sum();
+    let mut evidence = if counted == 0 {
+        "no close the scenario did not cause".to_owned()
+    } else {
+        format!(
+            "closes the scenario did not cause: {}",
+            list(closes, |k| !ok(k), close_name)
+        )
+    };
+    let tolerated = list(closes, ok, close_name);
+    if !tolerated.is_empty() {
+        let why: Vec<String> = expected
+            .iter()
+            .map(|(c, why)| format!("{c} for {why}"))
+            .chain(allow.iter().map(|c| format!("{c} allowed")))
+            .collect();
+        evidence.push_str(&format!("; expected: {tolerated} ({})", why.join(", ")));
+    }
+    let keys: Vec<String> = closes
+        .keys()
+        .filter(|k| !ok(k))
+        .map(|k| format!("closes/{k}"))
+        .collect();
+    Some(
+        Finding::new(counted, i.summary.connections.attempts, evidence)
+            .with_examples(keys.iter().flat_map(|k| i.examples.under(k))),
+    )
+}
+
+fn acks(i: &Inputs) -> Option<Finding> {
+    let r = &i.summary.requests;
+    let t = r.total();
+    let evidence = if t.unacked == 0 {
+        format!(
+            "{} of {} requests acked, {} refused with an error, none left unanswered",
+            thousands(t.acked),
+            thousands(t.sent),
+            thousands(t.refused)
+        )
+    } else {
+        let part = |what: &str, c: &crate::report::RequestCounts| {
+            format!("{what} {} of {}", thousands(c.unacked), thousands(c.sent))
+        };
+        format!(
+            "never acknowledged although the connection stayed open (ACK-1): {}, {}, {}",
+            part("publishes", &r.publishes),
+            part("directs", &r.directs),
+            part("subscribes", &r.subscribes)
+        )
+    };
+    let evidence = if t.unsettled > 0 {
+        format!(
+            "{evidence}; {} more unanswered when their connection ended (judged by checks.closes)",
+            thousands(t.unsettled)
+        )
+    } else {
+        evidence
+    };
+    Some(Finding::new(t.unacked, t.sent, evidence).with_examples(i.examples.under("acks")))
+}
+
+fn delivery(i: &Inputs) -> Option<Finding> {
+    let s = i.summary;
+    let sc = i.scenario;
+    let rest_pubs = sc.rest.iter().any(|r| r.weights.publish > 0.0);
+    let rest_sent = s
+        .rest
+        .as_ref()
+        .and_then(|r| r.endpoints.get("publish"))
+        .map_or(0, |e| e.requests);
+    let planned = i.planned.publishers > 0 || rest_pubs;
+    let start_s = sc
+        .populations
+        .iter()
+        .filter_map(|p| p.publish.as_ref().map(|pb| pb.start.0.as_secs_f64()))
+        .chain(sc.rest.iter().map(|r| r.start.0.as_secs_f64()))
+        .fold(f64::INFINITY, f64::min);
+    let sent = s.throughput.publishes + rest_sent;
+    let d = &s.delivery.counts;
+    let x = &s.directs.counts;
+    let subs = &s.requests.subscribes;
+    let mut problems = Vec::new();
+    let why_nothing = || {
+        let mut why = Vec::new();
+        if s.connections.established == 0 {
+            why.push("no peer connected".to_owned());
+        } else if subs.sent > 0 && subs.acked == 0 {
+            why.push(format!(
+                "none of {} subscribes was acknowledged",
+                thousands(subs.sent)
+            ));
+        }
+        if s.requests.publishes.refused > 0 {
+            why.push(format!(
+                "{} publishes refused",
+                thousands(s.requests.publishes.refused)
+            ));
+        }
+        if s.stopped_early {
+            why.push("the run was stopped early".to_owned());
+        }
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join("; "))
+        }
+    };
+    if planned && s.duration_s > start_s && sent == 0 {
+        problems.push(format!(
+            "no publish was sent although the scenario publishes from {start_s} s{}",
+            why_nothing()
+        ));
+    }
+    let expectable =
+        i.planned.rooms_with_recipients > 0 || s.rest.as_ref().is_some_and(|r| r.rooms > 0);
+    if sent > 0 && d.expected == 0 && expectable {
+        problems.push(format!(
+            "{} publishes sent but no copy could be expected{}",
+            thousands(sent),
+            why_nothing()
+        ));
+    }
+    if d.expected > 0 && d.delivered == 0 {
+        problems.push(format!(
+            "none of {} expected copies arrived",
+            thousands(d.expected)
+        ));
+    }
+    let dsent = s.throughput.directs_sent;
+    if dsent > 0 && x.expected == 0 && i.planned.rooms_with_directs > 0 {
+        problems.push(format!(
+            "{} directs sent but none could be expected ({} refused)",
+            thousands(dsent),
+            thousands(s.requests.directs.refused)
+        ));
+    }
+    if x.expected > 0 && x.delivered == 0 {
+        problems.push(format!(
+            "none of {} expected directs arrived",
+            thousands(x.expected)
+        ));
+    }
+    let evidence = if problems.is_empty() {
+        let mut e = format!(
+            "{} publishes sent, {} copies expected, {} delivered",
+            thousands(sent),
+            thousands(d.expected),
+            thousands(d.delivered)
+        );
+        if dsent > 0 {
+            e.push_str(&format!(
+                "; {} directs sent, {} expected, {} delivered",
+                thousands(dsent),
+                thousands(x.expected),
+                thousands(x.delivered)
+            ));
+        }
+        e
+    } else {
+        problems.join("; ")
+    };
+    Some(
+        Finding::new(problems.len() as u64, 1, evidence)
+            .with_examples(i.examples.under("acks/subscribe")),
+    )
+}
+
+fn lost(i: &Inputs) -> Option<Finding> {
+    let (d, x) = (&i.summary.delivery.counts, &i.summary.directs.counts);
+    let n = d.lost + x.lost;
+    let evidence = format!(
+        "{} of {} expected copies never arrived (channel messages {}, directs {})",
+        thousands(n),
+        thousands(d.expected + x.expected),
+        thousands(d.lost),
+        thousands(x.lost)
+    );
+    Some(Finding::new(n, d.expected + x.expected, evidence).with_examples(i.examples.under("lost")))
+}
+
+fn duplicated(i: &Inputs) -> Option<Finding> {
+    let (d, x) = (&i.summary.delivery.counts, &i.summary.directs.counts);
+    let n = d.duplicated + x.duplicated;
+    let evidence = format!(
+        "{} extra copies of messages already received (channel messages {}, directs {})",
+        thousands(n),
+        thousands(d.duplicated),
+        thousands(x.duplicated)
+    );
+    Some(
+        Finding::new(n, d.delivered + x.delivered, evidence)
+            .with_examples(i.examples.under("duplicated")),
+    )
+}
+
+fn reordered(i: &Inputs) -> Option<Finding> {
+    let (d, x) = (&i.summary.delivery.counts, &i.summary.directs.counts);
+    let n = d.reordered + x.reordered;
+    let evidence = format!(
+        "{} copies arrived after a later one from the same sender (ORD-5; channel messages {}, directs {})",
+        thousands(n),
+        thousands(d.reordered),
+        thousands(x.reordered)
+    );
+    Some(
+        Finding::new(n, d.delivered + x.delivered, evidence)
+            .with_examples(i.examples.under("reordered")),
+    )
+}
+
+fn unexpected(i: &Inputs, allow: &[&str]) -> Option<Finding> {
+    let s = i.summary;
+    let frames = &s.unexpected_frames;
+    let counted_frames: u64 = frames
+        .iter()
+        .filter(|(k, _)| !allow.contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let foreign: u64 = FOREIGN.iter().filter_map(|k| frames.get(*k)).sum();
+    let (d, x) = (&s.delivery.counts, &s.directs.counts);
+    // Foreign frames are also unexpected copies: count them once.
+    let copies = (d.unexpected + x.unexpected).saturating_sub(foreign);
+    let mut parts = Vec::new();
+    if counted_frames > 0 {
+        parts.push(format!(
+            "frames that fit no expectation: {}",
+            list(frames, |k| !allow.contains(&k), no_name)
+        ));
+    }
+    if copies > 0 {
+        parts.push(format!(
+            "copies that must not have arrived: {} (refused publishes, own publishes, other rooms, before subscribing)",
+            thousands(copies)
+        ));
+    }
+    let tolerated = list(frames, |k| allow.contains(&k), no_name);
+    if !tolerated.is_empty() {
+        parts.push(format!("tolerated: {tolerated}"));
+    }
+    let evidence = if parts.is_empty() {
+        "no unexpected frames or copies".to_owned()
+    } else {
+        parts.join("; ")
+    };
+    let mut keys: Vec<String> = frames
+        .keys()
+        .filter(|k| !allow.contains(&k.as_str()))
+        .map(|k| format!("unexpected/{k}"))
+        .collect();
+    keys.extend(
+        ["copy", "stranger", "refused", "direct"]
+            .iter()
+            .map(|k| format!("unexpected/{k}")),
+    );
+    Some(
+        Finding::new(
+            counted_frames + copies,
+            s.throughput.deliveries + s.throughput.directs_received,
+            evidence,
+        )
+        .with_examples(keys.iter().flat_map(|k| i.examples.under(k))),
+    )
+}
+
+fn errors(i: &Inputs, allow: &[&str]) -> Option<Finding> {
+    let s = i.summary;
+    let sc = i.scenario;
+    // A direct may find its target gone when peers leave: churn, storms, expiring
+    // tokens, REST kicks.
+    let targets_leave = !sc.storms.is_empty()
+        || sc.rest.iter().any(|r| r.weights.kick > 0.0)
+        || sc
+            .populations
+            .iter()
+            .any(|p| p.session.is_some() || p.token.is_some());
+    let directs = sc.populations.iter().any(|p| p.direct.is_some());
+    let expected = |code: &str| code == "peer_not_found" && directs && targets_leave;
+    let ok = |code: &str| allow.contains(&code) || expected(code);
+    // Error frames answering oversized frames are judged by checks.oversized.
+    let oversize: u64 = s
+        .expectations
+        .oversized
+        .values()
+        .map(|o| o.error_frame)
+        .sum();
+    let counted = s
+        .errors
+        .iter()
+        .filter(|(k, _)| !ok(k))
+        .map(|(_, n)| n)
+        .sum::<u64>()
+        .saturating_sub(oversize);
+    let mut evidence = if counted == 0 {
+        "no error frames the scenario did not cause".to_owned()
+    } else {
+        format!("error frames: {}", list(&s.errors, |k| !ok(k), no_name))
+    };
+    let tolerated = list(&s.errors, ok, no_name);
+    if !tolerated.is_empty() {
+        evidence.push_str(&format!("; tolerated: {tolerated}"));
+    }
+    if oversize > 0 {
+        evidence.push_str(&format!(
+            "; {} answered oversized frames (checks.oversized)",
+            thousands(oversize)
+        ));
+    }
+    let keys: Vec<String> = s
+        .errors
+        .keys()
+        .filter(|k| !ok(k))
+        .map(|k| format!("errors/{k}"))
+        .collect();
+    Some(
+        Finding::new(counted, s.requests.total().sent, evidence)
+            .with_examples(keys.iter().flat_map(|k| i.examples.under(k))),
+    )
+}
+
+fn aborted(i: &Inputs) -> Option<Finding> {
+    let n = i.summary.connections.aborted;
+    let evidence = if n == 0 {
+        "every peer finished".to_owned()
+    } else {
+        format!(
+            "{} of {} peers had to be aborted at the end (still busy in a send, a close or a flood, or failed); their accounting is lost",
+            thousands(n),
+            thousands(i.summary.peers)
+        )
+    };
+    Some(Finding::new(n, i.summary.peers, evidence).with_examples(i.examples.under("aborted")))
+}
+
+fn rest(i: &Inputs) -> Option<Finding> {
+    if i.scenario.rest.is_empty() {
+        return None;
+    }
+    let Some(r) = &i.summary.rest else {
+        return Some(Finding::new(
+            1,
+            1,
+            "the [[rest]] population reported nothing (goose did not finish)".into(),
+        ));
+    };
+    let failures: u64 = r.endpoints.values().map(|e| e.failures).sum();
+    let mut parts = Vec::new();
+    if let Some(e) = &r.goose.error {
+        parts.push(format!("goose failed: {e}"));
+    }
+    for (name, e) in &r.endpoints {
+        if e.failures > 0 {
+            let codes: Vec<String> = e
+                .status_codes
+                .iter()
+                .filter(|(c, _)| !c.starts_with('2'))
+                .map(|(c, n)| format!("{c} × {}", thousands(*n)))
+                .collect();
+            parts.push(format!(
+                "{name}: {} of {} requests failed ({})",
+                thousands(e.failures),
+                thousands(e.requests),
+                codes.join(", ")
+            ));
+        }
+    }
+    let count = failures + u64::from(r.goose.error.is_some());
+    let evidence = if parts.is_empty() {
+        format!(
+            "{} requests sent, none failed",
+            thousands(r.endpoints.values().map(|e| e.requests).sum())
+        )
+    } else {
+        parts.join("; ")
+    };
+    Some(Finding::new(count, r.sent.max(1), evidence))
+}
+
+fn expiry(i: &Inputs) -> Option<Finding> {
+    if !i.scenario.populations.iter().any(|p| p.token.is_some()) {
+        return None;
+    }
+    let t = &i.summary.expectations.token_expiry;
+    let n = t.not_closed + t.closed_4002_off_time;
+    let evidence = format!(
+        "{} sessions saw their token expire: 4002 on time {}, off time {}, not closed {} (EXP-1)",
+        thousands(t.expired_sessions),
+        thousands(t.closed_4002_on_time),
+        thousands(t.closed_4002_off_time),
+        thousands(t.not_closed)
+    );
+    Some(Finding::new(n, t.expired_sessions, evidence))
+}
+
+fn oversized(i: &Inputs) -> Option<Finding> {
+    if !i.scenario.populations.iter().any(|p| p.oversize.is_some()) {
+        return None;
+    }
+    let o = &i.summary.expectations.oversized;
+    let n: u64 = o.values().map(|x| x.mismatched).sum();
+    let sent: u64 = o.values().map(|x| x.sent).sum();
+    let parts: Vec<String> = o
+        .iter()
+        .map(|(k, x)| {
+            format!(
+                "{k}: {} sent, {} accepted, {} closed 1009, {} error, {} other, {} not as expected",
+                x.sent, x.accepted, x.closed_1009, x.error_frame, x.other, x.mismatched
+            )
+        })
+        .collect();
+    let evidence = if parts.is_empty() {
+        "no oversized frame was sent".into()
+    } else {
+        parts.join("; ")
+    };
+    Some(Finding::new(n, sent, evidence))
+}
+
+#[cfg(test)]
+mod tests;
