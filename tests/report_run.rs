@@ -47,7 +47,8 @@ fn run_writes_a_self_contained_html_report_and_junit() {
     let rules = r#"<testcase name="delivery.lost==0" classname="stampede.run.typing-storm">"#;
     assert_eq!(xml.matches(rules).count(), 2, "{xml}");
     assert_eq!(
-        xml.matches(r#"classname="stampede.run.typing-storm""#).count(),
+        xml.matches(r#"classname="stampede.run.typing-storm""#)
+            .count(),
         4,
         "{xml}"
     );

@@ -177,8 +177,24 @@ pub fn row(t: &TrialResult) -> String {
     line
 }
 
+/// Levels and rates as people read them: whole numbers grouped, fractions to 4
+/// significant digits (2.375, not 2.4: bisection steps must stay distinguishable).
 fn short(v: f64) -> String {
-    plot::short_number(v)
+    if v.abs() >= 1000.0 || v.fract() == 0.0 {
+        let s = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 { format!("-{out}") } else { out }
+    } else {
+        let digits = (4 - v.abs().log10().floor() as i32 - 1).clamp(0, 6) as usize;
+        let s = format!("{v:.digits$}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
 }
 
 /// µs as milliseconds, e.g. `6.75 ms`.
@@ -410,4 +426,19 @@ fn rule_limit_ms(rule: &str) -> Option<f64> {
     let (_, cond) = rule.split_at(rule.find(['<', '>', '=', '!'])?);
     let (_, limit) = crate::rules::parse_condition(cond).ok()?;
     Some(limit.absolute() / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_the_bisection_steps_apart() {
+        assert_eq!(short(2.375), "2.375");
+        assert_eq!(short(2.75), "2.75");
+        assert_eq!(short(0.125), "0.125");
+        assert_eq!(short(17455.3), "17,455");
+        assert_eq!(short(400.0), "400");
+        assert_eq!(short(12.5), "12.5");
+    }
 }

@@ -538,7 +538,7 @@ impl Hub {
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
-            let due = injected_due.max(sh.variant_delay());
+            let due = injected_due.max(sh.variant_delay()).max(sh.capacity_due());
             if conn
                 .out
                 .push_message(text, origin, due, injector, swap, sh.limits.queue)
@@ -615,7 +615,11 @@ impl Hub {
             let t = built
                 .get_or_insert_with(|| (text.take().expect("built once"))())
                 .clone();
-            push(sh, c, t);
+            // Directs pass the injected capacity queue like channel copies.
+            let due = sh.variant_delay().max(sh.capacity_due());
+            if c.out.push_due(t, due, sh.limits.queue) == Pushed::Overflow {
+                count_overflow(sh, c);
+            }
             n += 1;
         }
         n

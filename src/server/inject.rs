@@ -4,6 +4,9 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -22,12 +25,18 @@ pub struct Inject {
     pub reorder_rate: f64,
     /// Seed of the RNG every decision comes from.
     pub seed: u64,
+    /// A known capacity: every `message` and `direct` copy passes one shaper at this many
+    /// copies per second (0 = off; bursts of 25 ms worth pass at once). Below it latency
+    /// stays flat; above it the backlog, and latency with it, grows without bound. The
+    /// truth `stampede capacity` is tested against.
+    pub capacity_per_s: u64,
 }
 
 impl Inject {
     /// Whether any perturbation is switched on.
     pub fn is_active(&self) -> bool {
-        self.fanout_delay_ms > 0
+        self.capacity_per_s > 0
+            || self.fanout_delay_ms > 0
             || self.drop_rate > 0.0
             || self.dup_rate > 0.0
             || self.reorder_rate > 0.0
@@ -46,6 +55,18 @@ impl Inject {
         }
         Ok(())
     }
+}
+
+/// Bursts the injected capacity lets through at once (25 ms worth of it).
+const BURST: Duration = Duration::from_millis(25);
+
+/// A rate shaper: copies leave `period_ns` apart on average.
+#[derive(Debug)]
+struct Pace {
+    base: Instant,
+    period_ns: u64,
+    /// The theoretical arrival time of the next copy, ns after `base`.
+    next_ns: AtomicU64,
 }
 
 /// Exact counts of what [`Inject`] did so far.
@@ -70,6 +91,7 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct Injector {
     pub cfg: Inject,
+    capacity: Option<Pace>,
     rng: Mutex<StdRng>,
     dropped: AtomicU64,
     duplicated: AtomicU64,
@@ -79,6 +101,11 @@ pub struct Injector {
 impl Injector {
     pub fn new(cfg: Inject) -> Injector {
         Injector {
+            capacity: (cfg.capacity_per_s > 0).then(|| Pace {
+                base: Instant::now(),
+                period_ns: 1_000_000_000 / cfg.capacity_per_s.min(1_000_000_000),
+                next_ns: AtomicU64::new(0),
+            }),
             rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
             cfg,
             dropped: AtomicU64::new(0),
@@ -113,6 +140,35 @@ impl Injector {
             self.duplicated.fetch_add(1, Ordering::Relaxed);
         }
         Decision::Deliver { dup, hold }
+    }
+
+    /// When the next copy may leave under the capacity (`None`: now, or no capacity).
+    /// A shaper by the generic cell rate algorithm: copies leave at the capacity's pace,
+    /// and bursts of up to [`BURST`] worth of it pass at once, so latency stays flat below
+    /// the capacity (a publish into a room is a burst of copies) and grows without bound
+    /// above it.
+    pub fn capacity_due(&self) -> Option<Instant> {
+        let p = self.capacity.as_ref()?;
+        let now = p.base.elapsed().as_nanos() as u64;
+        let burst = BURST.as_nanos() as u64;
+        let mut cur = p.next_ns.load(Ordering::Relaxed);
+        loop {
+            // The theoretical arrival time of this copy, and of the next one.
+            let tat = cur.max(now);
+            // Relaxed: the counter is the only shared state; a lost race retries.
+            match p.next_ns.compare_exchange_weak(
+                cur,
+                tat + p.period_ns,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let due = tat.saturating_sub(burst);
+                    return (due > now).then(|| p.base + Duration::from_nanos(due));
+                }
+                Err(seen) => cur = seen,
+            }
+        }
     }
 
     /// Records one performed swap.
@@ -166,5 +222,27 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn capacity_passes_bursts_then_paces() {
+        let inj = Injector::new(Inject {
+            capacity_per_s: 1_000,
+            ..Inject::default()
+        });
+        // 25 ms worth at 1,000/s: the first ~25 copies of a burst leave at once.
+        let immediate = (0..25).filter(|_| inj.capacity_due().is_none()).count();
+        assert!(immediate >= 24, "{immediate}");
+        // Then 1 ms apart: the 100th copy of the burst leaves about 75 ms later.
+        let mut last = None;
+        for _ in 25..100 {
+            last = inj.capacity_due();
+        }
+        let wait = last.unwrap() - Instant::now();
+        assert!(
+            wait > Duration::from_millis(60) && wait < Duration::from_millis(80),
+            "{wait:?}"
+        );
+        assert!(Injector::new(Inject::default()).capacity_due().is_none());
     }
 }

@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// Test only: swap a message copy with the next one with this probability.
     #[arg(long, hide = true, default_value_t = 0.0)]
     pub inject_reorder: f64,
+    /// Truth for capacity tests: every message and direct copy passes one queue served at
+    /// N copies per second (latency flat below N, growing without bound above) [default: off].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub inject_capacity: u64,
     /// Test only: RNG seed of the injected faults.
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_seed: u64,
@@ -225,6 +229,7 @@ impl ServeArgs {
             dup_rate: self.inject_dup,
             reorder_rate: self.inject_reorder,
             seed: self.inject_seed,
+            capacity_per_s: self.inject_capacity,
         };
         cfg.inject.validate().map_err(anyhow::Error::msg)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {

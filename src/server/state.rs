@@ -356,6 +356,11 @@ impl Shared {
     /// When a frame queued now may be written: a random 0-50 ms from now with the
     /// `delayed-frames` variant, otherwise at once (`None`, one bit test).
     #[inline]
+    /// When the next `message` or `direct` copy may leave under an injected capacity.
+    pub fn capacity_due(&self) -> Option<Instant> {
+        self.injector.as_ref().and_then(|i| i.capacity_due())
+    }
+
     pub fn variant_delay(&self) -> Option<Instant> {
         if !self.variants.has(super::variants::Variant::DelayedFrames) {
             return None;
@@ -373,7 +378,8 @@ impl Shared {
             limits: cfg.limits.clone(),
             faults: cfg.faults,
             variants: cfg.variants,
-            delay_timer: (cfg.inject.fanout_delay_ms > 0).then(DelayTimer::start),
+            delay_timer: (cfg.inject.fanout_delay_ms > 0 || cfg.inject.capacity_per_s > 0)
+                .then(DelayTimer::start),
             injector,
             clock: Clock::default(),
             turn: cfg.turn_ice_servers.clone(),
