@@ -113,3 +113,133 @@ async fn the_interval_contains_the_injected_capacity() {
     eprintln!("{stdout}");
     server.shutdown().await;
 }
+
+/// Runs `stampede capacity ARGS` against `target` with its dev key; (exit code, stdout,
+/// capacity.json).
+async fn capacity(
+    target: &stampede::target::Target,
+    args: &[&str],
+    out: &std::path::Path,
+) -> (Option<i32>, String, Value) {
+    let mut all: Vec<String> = vec!["capacity".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["--target".into(), target.ws_url.clone(), "--out".into()]);
+    all.push(out.display().to_string());
+    let (kid, secret) = (
+        target.key_id.clone().unwrap(),
+        target.secret.clone().unwrap(),
+    );
+    let res = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_stampede"))
+            .args(&all)
+            .env("STAMPEDE_KEY_ID", kid)
+            .env("STAMPEDE_SECRET", secret)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let json = std::fs::read_to_string(out.join("capacity.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    (res.status.code(), stdout, json)
+}
+
+/// A plan capping concurrent connections at N (4010 past it): `--vary peers` finds N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_peers_finds_a_connection_cap() {
+    let cap = 300u64;
+    let mut cfg = stampede::server::Config::dev();
+    cfg.limits.ip_connect_limit = 0;
+    let plan = &mut cfg.apps[0].plan;
+    plan.max_concurrent_connections = cap;
+    // Without overages the cap is hard: 4010 past it (QUOTA-6).
+    plan.overages_allowed = false;
+    plan.overages_enabled = false;
+    let server = EmbeddedServer::with_config(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cap.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, r) = capacity(
+        server.target(),
+        &[
+            scenario.to_str().unwrap(),
+            "--vary",
+            "peers",
+            "--slo",
+            "connections.failed==0",
+            "--from",
+            "100",
+            "--tolerance",
+            "5%",
+            "--trials",
+            "1",
+            "--warmup",
+            "1s",
+            "--level-duration",
+            "2s",
+        ],
+        &out,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}");
+    let (lo, hi) = (
+        r["interval"]["low"].as_f64().unwrap(),
+        r["interval"]["high"].as_f64().unwrap(),
+    );
+    assert!(
+        lo <= cap as f64 && (cap as f64) < hi,
+        "[{lo}, {hi})\n{stdout}"
+    );
+    assert!((hi - lo) / lo <= 0.05 + 1e-9, "[{lo}, {hi})\n{stdout}");
+    eprintln!("{stdout}");
+    server.shutdown().await;
+}
+
+/// A rate far beyond what one harness process can send: inconclusive, exit 2, never a
+/// capacity number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_generator_is_inconclusive() {
+    let server = EmbeddedServer::start(Options {
+        ip_connect_limit: Some(0),
+        rate: Some((0, 0)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cap.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, r) = capacity(
+        server.target(),
+        &[
+            scenario.to_str().unwrap(),
+            "--vary",
+            "rate",
+            "--slo",
+            "fanout.p99<10s",
+            "--from",
+            "2000",
+            "--trials",
+            "1",
+            "--warmup",
+            "1s",
+            "--level-duration",
+            "2s",
+        ],
+        &out,
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stdout}");
+    assert_eq!(r["verdict"], "inconclusive", "{stdout}");
+    assert!(stdout.contains("generator-bound"), "{stdout}");
+    server.shutdown().await;
+}
