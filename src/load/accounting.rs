@@ -19,7 +19,8 @@
 //! of "subscribed". `message` and `direct` frames that carry no data of this run
 //! (foreign messages) are `unexpected` at the population that received them; copies from
 //! a peer whose log was lost (a task aborted at the end) are `unaccounted`. The first
-//! few lost, duplicated, reordered and unexpected copies are kept as examples.
+//! few lost, duplicated, reordered and unexpected copies are kept as examples, naming
+//! peers `#<global index>` (the engine turns that into peer ids).
 //! Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -185,6 +186,14 @@ pub struct Accounts {
     pub examples: Examples,
 }
 
+fn copies(n: u64) -> String {
+    if n == 1 {
+        "1 copy".into()
+    } else {
+        format!("{n} copies")
+    }
+}
+
 fn at_s(rel_us: u64) -> f64 {
     rel_us as f64 / 1e6
 }
@@ -289,10 +298,10 @@ pub fn account(logs: &[PeerLog], population_names: &[String], grace_us: u64) -> 
                     if pair.dups > 0 {
                         ex.note("duplicated", || {
                             format!(
-                                "peer #{} session {} got {} extra copies from peer #{}",
+                                "peer #{} session {} got {} from peer #{} twice",
                                 r.global,
                                 k + 1,
-                                pair.dups,
+                                copies(pair.dups as u64),
                                 p.global
                             )
                         });
@@ -300,10 +309,10 @@ pub fn account(logs: &[PeerLog], population_names: &[String], grace_us: u64) -> 
                     if pair.reorders > 0 {
                         ex.note("reordered", || {
                             format!(
-                                "peer #{} session {} got {} copies from peer #{} after a later one (ORD-5)",
+                                "peer #{} session {} got {} from peer #{} after a later one (ORD-5)",
                                 r.global,
                                 k + 1,
-                                pair.reorders,
+                                copies(pair.reorders as u64),
                                 p.global
                             )
                         });
@@ -347,9 +356,10 @@ pub fn account(logs: &[PeerLog], population_names: &[String], grace_us: u64) -> 
                     d.unexpected += n;
                     ex.note("unexpected/stranger", || {
                         format!(
-                            "peer #{} session {} got {n} copies from peer #{g}, {}",
+                            "peer #{} session {} got {} from peer #{g}, {}",
                             r.global,
                             k + 1,
+                            copies(n),
                             if *g == r.global {
                                 "its own publishes (PUB-4)"
                             } else {

@@ -321,7 +321,9 @@ fn checks_lines(o: &mut String, s: &Summary) {
     let ok: Vec<&str> = s
         .checks
         .iter()
-        .filter(|c| c.passed && c.enabled && c.limit == "==0")
+        .filter(|c| {
+            c.passed && c.enabled && c.limit == "==0" && !c.evidence.starts_with("not applicable")
+        })
         .map(|c| c.name.as_str())
         .collect();
     if !ok.is_empty() {

@@ -21,6 +21,11 @@ use crate::transport;
 
 use super::*;
 
+/// How many frames a session reads before it compares the clock with its next deadline
+/// (see `session_loop`): small enough that a flood delays a timer by well under a
+/// millisecond, large enough that the clock read is lost in the frames' own cost.
+const FRAMES_PER_CLOCK_CHECK: u32 = 32;
+
 impl Peer {
     pub(super) async fn session(
         &mut self,
@@ -202,10 +207,17 @@ impl Peer {
         let stopped = stop.changed();
         tokio::pin!(stopped);
         let mut stop_seen = false;
+        // Frames read since the clock was last compared with the deadline. Reads come
+        // first (biased), and a server that floods keeps them ready: tokio's cooperative
+        // budget then runs out inside the read branch, so the timer branch would be polled
+        // only without budget and never fire. The deadline is checked by hand instead.
+        let mut unchecked = 0u32;
         loop {
             tokio::select! {
                 biased;
-                frame = ws.next() => match frame {
+                frame = ws.next() => {
+                    unchecked += 1;
+                    match frame {
                     Some(Ok(Message::Text(text))) => self.on_text(s, text.as_str()),
                     Some(Ok(Message::Close(cf))) => {
                         let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
@@ -225,8 +237,18 @@ impl Peer {
                         self.on_server_close(s, close::ABNORMAL, ": the connection ended");
                         return End::Lost;
                     }
+                    }
+                    if unchecked >= FRAMES_PER_CLOCK_CHECK {
+                        unchecked = 0;
+                        if self.now() >= deadline
+                            && let Some(end) = Box::pin(self.on_timer(ws, s)).await
+                        {
+                            return end;
+                        }
+                    }
                 },
                 _ = &mut sleep => {
+                    unchecked = 0;
                     // Boxed: sends nest several futures; keep them off every idle peer.
                     if let Some(end) = Box::pin(self.on_timer(ws, s)).await {
                         return end;
