@@ -476,27 +476,29 @@ mod tests {
 
     #[test]
     fn checks_and_the_verdict_are_printed() {
-        let mut s = Summary::default();
-        s.checks = vec![
-            crate::report::CheckResult {
-                name: "acks".into(),
-                passed: true,
-                enabled: true,
-                limit: "==0".into(),
-                evidence: "all acked".into(),
-                ..Default::default()
-            },
-            crate::report::CheckResult {
-                name: "closes".into(),
-                passed: false,
-                enabled: true,
-                count: 3,
-                limit: "==0".into(),
-                evidence: "1006 × 3".into(),
-                examples: vec!["peer r-1: 1006".into()],
-            },
-        ];
-        s.outcome = "failed".into();
+        let mut s = Summary {
+            checks: vec![
+                crate::report::CheckResult {
+                    name: "acks".into(),
+                    passed: true,
+                    enabled: true,
+                    limit: "==0".into(),
+                    evidence: "all acked".into(),
+                    ..Default::default()
+                },
+                crate::report::CheckResult {
+                    name: "closes".into(),
+                    passed: false,
+                    enabled: true,
+                    count: 3,
+                    limit: "==0".into(),
+                    evidence: "1006 × 3".into(),
+                    examples: vec!["peer r-1: 1006".into()],
+                },
+            ],
+            outcome: "failed".into(),
+            ..Default::default()
+        };
         let text = render(&s, "reports/x");
         assert_eq!(line(&text, "checks "), "checks      ok     acks");
         assert_eq!(
