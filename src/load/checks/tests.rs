@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::load::scenario::{Source, parse};
 use crate::report::{DeliveryOut, RequestCounts};

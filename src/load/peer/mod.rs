@@ -12,6 +12,7 @@
 mod receive;
 mod send;
 mod session;
+mod settle;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
