@@ -332,6 +332,11 @@ async fn a_flooding_server_fails_the_run_on_time() {
             .contains("message_not_from_this_run"),
         "{u}"
     );
+    // Ping control frames are answered by the WebSocket layer; a flood of them is named.
+    assert!(
+        u["evidence"].as_str().unwrap().contains("ping_flood"),
+        "{u}"
+    );
     assert!(
         s["delivery"]["unexpected"].as_u64().unwrap() > 0,
         "{}",

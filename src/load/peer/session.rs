@@ -84,6 +84,7 @@ impl Peer {
             oversize_pending: None,
             unsub_rid: None,
             sub_refused: false,
+            pings: 0,
         };
         while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
             self.next_storm += 1;
@@ -226,6 +227,7 @@ impl Peer {
                     Some(Ok(Message::Binary(b))) => {
                         self.unexpected("binary_frame", &format!("a binary frame of {} bytes", b.len()));
                     }
+                    Some(Ok(Message::Ping(_))) => s.pings += 1,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         self.on_server_close(s, close::ABNORMAL, &format!(": {e}"));

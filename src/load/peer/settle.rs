@@ -9,13 +9,38 @@ use crate::load::accounting::{
 };
 use crate::metrics::Counter;
 
+/// Ping control frames a connection may receive without it counting as a flood: a
+/// burst, then many times any sane heartbeat (HB-1 says one per 30 s).
+const PING_BURST: u64 = 10;
+const PINGS_PER_S: u64 = 10;
+
 impl Peer {
+    /// Counts Ping control frames beyond [`PINGS_PER_S`] as unexpected (`ping_flood`):
+    /// tungstenite answers each one, so a flood would otherwise leave no trace but a
+    /// busy harness.
+    fn judge_pings(&mut self, pings: u64, log: &crate::load::accounting::SessionLog) {
+        let open_s = log.left_us.saturating_sub(log.welcomed_us) / 1_000_000 + 1;
+        let excess = pings.saturating_sub(PING_BURST + PINGS_PER_S * open_s);
+        if excess == 0 {
+            return;
+        }
+        self.sh.metrics.count(Counter::UnexpectedFrames, excess);
+        let (id, n) = (&self.id, self.session_no);
+        self.sh.event(|ev| {
+            *ev.unexpected.entry("ping_flood".into()).or_default() += excess;
+            ev.note("unexpected/ping_flood", || {
+                format!("peer {id} session {n}: {pings} ping frames in {open_s} s")
+            });
+        });
+    }
+
     pub(super) fn end_session(&mut self, s: Session, end: End) {
         let now = self.now();
         let mut log = s.log;
         if log.left_us == 0 {
             log.left_us = self.rel(now).max(1);
         }
+        self.judge_pings(s.pings, &log);
         let cell = &self.sh.cells[self.local as usize];
         cell.online.store(false, Ordering::Release);
         self.sh.metrics.connected.fetch_sub(1, Ordering::Relaxed);
