@@ -9,6 +9,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::{ACK_TIMEOUT_US, CLOSE_TIMEOUT, End, MAX_BURST, Peer, Session};
 use crate::load::accounting::{REJECTED, SessionLog, with_status};
 use crate::load::connect::{self, Welcome, Ws};
 use crate::load::plan::{self, Ticker};
@@ -16,8 +17,6 @@ use crate::load::scenario::{Leave, OversizeExpect, OversizeKind, StormMode};
 use crate::metrics::{Counter, Metric};
 use crate::proto::frame::close;
 use crate::transport;
-
-use super::*;
 
 /// How many frames a session reads before it compares the clock with its next deadline
 /// (see `session_loop`): small enough that a flood delays a timer by well under a
