@@ -43,7 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => server::main(args, shutdown::ctrl_c_twice()).await,
         Command::Mint(args) => mint::main(args),
         Command::Conform(args) => conformance::main(args, shutdown::ctrl_c_twice()).await,
-        Command::Run(args) => load::main(args, shutdown::ctrl_c_twice()).await,
+        Command::Run(args) => load::main(args, shutdown::ctrl_c_stages()).await,
         Command::Scenarios(args) => load::list_scenarios(args),
         Command::Report(args) => report::html::main(args),
         Command::Compare(args) => compare::main(args),

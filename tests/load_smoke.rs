@@ -43,6 +43,13 @@ fn check_healthy(s: &Value) {
     assert_eq!(s["directs"]["lost"], 0, "{}", s["directs"]);
     assert_eq!(s["connections"]["failed"], 0);
     assert_eq!(s["thresholds_passed"], true, "{}", s["thresholds"]);
+    assert_eq!(s["checks_passed"], true, "{}", s["checks"]);
+    assert_eq!(s["outcome"], "passed");
+    let r = &s["requests"];
+    for kind in ["publishes", "directs", "subscribes"] {
+        assert_eq!(r[kind]["acked"], r[kind]["sent"], "requests.{kind}: {r}");
+        assert_eq!(r[kind]["unacked"], 0, "requests.{kind}: {r}");
+    }
     assert!(
         s["errors"].as_object().unwrap().is_empty(),
         "{}",

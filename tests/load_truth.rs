@@ -2,10 +2,13 @@
 //! deliveries (a fixed fan-out delay, drops, duplicates, swaps), counts exactly what it
 //! did, and the engine's report must say the same. Small runs: 100-200 peers, ~4 s each.
 //! Runs in this file are serialized so they do not disturb each other's latencies.
+//! A run with injected faults must also fail the built-in check that names them
+//! (`checks.lost`, `checks.duplicated`, `checks.reordered`) and no other: the verdict is
+//! part of the truth.
 
 use stampede::embedded::{EmbeddedServer, Inject, Options};
 use stampede::load::scenario::{Scenario, Source, parse};
-use stampede::report::Summary;
+use stampede::report::{CheckResult, Summary};
 use stampede::shutdown::Stop;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,17 +51,35 @@ async fn run(inject: Inject, sc: Scenario) -> (Summary, stampede::embedded::Inje
     .await
     .expect("server starts");
     let (_keep, stop) = Stop::never();
-    let data = stampede::load::run_scenario(sc, server.target(), stop)
+    let data = stampede::load::run_scenario(sc.clone(), server.target(), stop)
         .await
         .expect("run completes");
     let counts = server.injected();
     server.shutdown().await;
-    let s = Summary::from_run(&data);
+    let (s, _) = stampede::load::verdict::judge(&sc, &data);
     assert_eq!(s.connections.failed, 0, "{:?}", s.connections);
     assert_eq!(s.delivery.counts.unexpected, 0, "{:?}", s.delivery);
     assert_eq!(s.delivery.counts.unaccounted, 0, "{:?}", s.delivery);
     assert!(s.delivery.counts.expected > 1000, "{:?}", s.delivery);
     (s, counts)
+}
+
+/// The checks that failed, by name.
+fn failed(s: &Summary) -> Vec<&CheckResult> {
+    s.checks.iter().filter(|c| !c.passed).collect()
+}
+
+/// Exactly `name` failed, counting `count`.
+fn only_failed(s: &Summary, name: &str, count: u64) {
+    let f = failed(s);
+    assert_eq!(
+        f.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        vec![name],
+        "{f:#?}"
+    );
+    assert_eq!(f[0].count, count, "{:?}", f[0]);
+    assert!(!f[0].examples.is_empty(), "{:?}", f[0]);
+    assert_eq!(s.outcome, "failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,6 +97,7 @@ async fn injected_drops_are_reported_exactly_as_lost() {
     assert_eq!(d.delivered + d.lost, d.expected);
     assert_eq!(d.duplicated, 0);
     assert_eq!(d.reordered, 0);
+    only_failed(&s, "lost", truth.dropped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +115,7 @@ async fn injected_duplicates_are_counted_exactly() {
     assert_eq!(d.lost, 0);
     assert_eq!(d.delivered, d.expected);
     assert_eq!(d.reordered, 0);
+    only_failed(&s, "duplicated", truth.duplicated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,6 +133,7 @@ async fn injected_swaps_are_counted_exactly_as_reordered() {
     assert_eq!(d.lost, 0);
     assert_eq!(d.duplicated, 0);
     assert_eq!(d.delivered, d.expected);
+    only_failed(&s, "reordered", truth.reordered);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +153,8 @@ async fn injected_fanout_delay_shows_in_the_median() {
         )
         .await;
         assert_eq!(delayed.delivery.counts.lost, 0);
+        // A slower server is not a wrong one: no check fails.
+        assert!(failed(&base).is_empty() && failed(&delayed).is_empty());
         let b = base.latency.fanout_us.p50 as i64;
         let d = delayed.latency.fanout_us.p50 as i64;
         // The server releases each copy from a dedicated wake-up thread at its deadline

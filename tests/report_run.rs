@@ -1,5 +1,5 @@
 //! `stampede run` leaves a self-contained `report.html` in its run directory, and
-//! `--junit` writes one testcase per threshold. Over wss:// every output shows the connect
+//! `--junit` writes one testcase per threshold and per built-in check. Over wss:// every output shows the connect
 //! phases and the handshakes, and an `--insecure` run says so in each.
 
 use std::process::Command;
@@ -37,23 +37,39 @@ fn run_writes_a_self_contained_html_report_and_junit() {
     let html = std::fs::read_to_string(&html_path).expect("report.html exists");
     assert!(html.contains("<svg"), "plots are inline SVG");
     assert!(html.contains("<h2>Delivery</h2>"), "delivery section");
+    assert!(
+        html.contains("<h2>Built-in checks</h2>") && html.contains("<code>checks.acks</code>"),
+        "checks section"
+    );
     assert!(html.contains("expected") && html.contains("lost"));
 
     assert_self_contained(&html);
 
     let xml = std::fs::read_to_string(&junit).expect("junit written");
-    // typing-storm's own two rules plus the two given here; the built-in checks have a
-    // suite of their own.
-    let rules = r#"<testcase name="delivery.lost==0" classname="stampede.run.typing-storm">"#;
-    assert_eq!(xml.matches(rules).count(), 2, "{xml}");
-    assert_eq!(
-        xml.matches(r#"classname="stampede.run.typing-storm""#)
-            .count(),
-        4,
+    let report = quick_junit::Report::deserialize_from_str(&xml).expect("JUnit XML parses");
+    let suite = |name: &str| {
+        report
+            .test_suites
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .unwrap_or_else(|| panic!("no suite {name} in {xml}"))
+    };
+    // typing-storm's own two rules plus the two given here; one broken.
+    let thresholds = suite("stampede.run.typing-storm");
+    assert_eq!(thresholds.test_cases.len(), 4, "{xml}");
+    assert_eq!(thresholds.failures, 1, "{xml}");
+    assert!(xml.contains("fanout.p99&lt;1us"), "{xml}");
+    // Every built-in check, all passed against the reference server.
+    let checks = suite("stampede.run.typing-storm.checks");
+    assert_eq!(checks.test_cases.len(), 13, "{xml}");
+    assert_eq!(checks.failures, 0, "{xml}");
+    assert!(
+        checks
+            .test_cases
+            .iter()
+            .any(|c| c.name.as_str() == "checks.acks"),
         "{xml}"
     );
-    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
-    assert!(xml.contains("fanout.p99&lt;1us"), "{xml}");
 }
 
 /// Nothing is fetched from elsewhere (the SVG xmlns is a name, not a fetch).

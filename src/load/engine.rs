@@ -361,7 +361,10 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
     };
     let (accounts, rest) = super::rest::account(logs, &names, grace_us, rest);
     let (delivery, directs) = (accounts.channel, accounts.direct);
-    sh.event(|ev| ev.examples.merge(&accounts.examples));
+    // The accounting names peers by index; people search logs by peer id.
+    let mut named = accounts.examples;
+    named.map_lines(|l| l.replace("peer #", &format!("peer {}", sh.id_prefix)));
+    sh.event(|ev| ev.examples.merge(&named));
 
     // Who connected, from the cells: they outlive an aborted task.
     let mut peers_connected = 0u64;

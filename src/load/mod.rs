@@ -24,6 +24,7 @@ pub mod progress;
 pub mod rest;
 pub mod scenario;
 pub mod shared;
+mod targets;
 pub mod thresholds;
 pub mod verdict;
 pub mod worker;
@@ -39,9 +40,8 @@ use clap::Args;
 use self::connect::Dest;
 use self::engine::{Creds, Live, Setup};
 use self::plan::Shard;
-use self::scenario::{Credential, Overrides, Scenario};
-use crate::embedded::{EmbeddedServer, Options};
-use crate::proto::{Claims, auth};
+use self::scenario::{Overrides, Scenario};
+use self::targets::Targets;
 use crate::report::RunData;
 use crate::shutdown::Stop;
 use crate::transport::{Connector, TlsArgs};
@@ -184,188 +184,6 @@ pub fn list_scenarios(args: ScenariosArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Where the peers connect.
-struct Targets {
-    endpoints: Vec<Dest>,
-    creds: Creds,
-    connector: Connector,
-    /// A certificate the targets need trusted (the embedded server's self-signed one).
-    ca_pem: Option<String>,
-    embedded: Option<EmbeddedServer>,
-}
-
-async fn targets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<Targets> {
-    let (urls, creds, ca_pem, embedded) = if args.targets.is_empty() {
-        let server = EmbeddedServer::start(Options {
-            ip_connect_limit: Some(0),
-            tls: args
-                .embedded_tls
-                .then_some(crate::embedded::Tls::SelfSigned),
-            ..Default::default()
-        })
-        .await
-        .context("cannot start the in-process reference server")?;
-        let t = server.target().clone();
-        let creds = Creds {
-            key_id: t.key_id.clone().unwrap_or_default(),
-            secret: t.secret.clone().unwrap_or_default(),
-            publishable: t.publishable_key.clone(),
-        };
-        (
-            vec![t.ws_url.clone()],
-            creds,
-            t.ca_pem.clone(),
-            Some(server),
-        )
-    } else {
-        let creds = Creds {
-            key_id: args.key_id.clone().unwrap_or_else(|| "sk_id_dev".into()),
-            secret: args
-                .secret
-                .clone()
-                .unwrap_or_else(|| "sk_secret_dev".into()),
-            publishable: args
-                .publishable_key
-                .clone()
-                .or_else(|| Some("pk_live_dev".into())),
-        };
-        (
-            args.targets.clone(),
-            creds,
-            args.target_ca_pem.clone(),
-            None,
-        )
-    };
-    if sc
-        .populations
-        .iter()
-        .any(|p| p.credential == Credential::Publishable)
-        && creds.publishable.is_none()
-    {
-        bail!("a population uses credential = \"publishable\": give --publishable-key");
-    }
-    let secure = urls.iter().any(|u| u.starts_with("wss://"));
-    let connector = Connector::new(&args.tls, secure, ca_pem.as_deref())?;
-    let mut endpoints = Vec::with_capacity(urls.len());
-    for url in &urls {
-        endpoints.push(
-            Dest::resolve(url, &connector)
-                .await
-                .with_context(|| format!("cannot use target {url}"))?,
-        );
-    }
-    Ok(Targets {
-        endpoints,
-        creds,
-        connector,
-        ca_pem,
-        embedded,
-    })
-}
-
-/// Connects once to each target and waits for `welcome`, so a wrong URL, key or
-/// certificate fails in seconds with a clear message instead of as a run full of failures.
-async fn probe(t: &Targets, sc: &Scenario, run_tag: &str) -> anyhow::Result<()> {
-    let token = sc
-        .populations
-        .iter()
-        .any(|p| p.credential == Credential::Token);
-    for dest in &t.endpoints {
-        let query = if token {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            let claims = Claims {
-                sub: Some(format!("{run_tag}-probe")),
-                exp: Some(now + 300),
-                iat: Some(now),
-                ..Default::default()
-            };
-            format!(
-                "token={}",
-                auth::mint(&t.creds.key_id, t.creds.secret.as_bytes(), &claims)
-            )
-        } else {
-            format!(
-                "key={}",
-                percent_encoding::utf8_percent_encode(
-                    t.creds.publishable.as_deref().unwrap_or_default(),
-                    percent_encoding::NON_ALPHANUMERIC
-                )
-            )
-        };
-        let attempt = connect::Attempt {
-            dest,
-            query: &query,
-            source: None,
-            tls: None,
-            config: crate::transport::ws::peer_config(0, 1 << 20),
-            timeout: Duration::from_secs(5),
-        };
-        match connect::open(&t.connector, attempt).await {
-            Ok(mut o) => {
-                crate::transport::ws::close(&mut o.connected.ws, 1000, |_| {}).await;
-            }
-            Err(e) => {
-                let advice = e.advice().map(|a| format!("\n  {a}")).unwrap_or_default();
-                bail!("cannot use target {}: {e}{advice}", dest.url());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a run that cannot fit this machine's per-process socket limit, before any
-/// connection is made (one process holds at most RLIMIT_NOFILE descriptors; with the
-/// in-process server each peer costs two).
-fn check_sockets(args: &RunArgs, sc: &Scenario) -> anyhow::Result<()> {
-    let Some(limit) = crate::metrics::sys::max_open_files() else {
-        return Ok(());
-    };
-    let shards = args.shard.map(|s| s.count).unwrap_or(args.workers).max(1);
-    let targets = args.targets.len().max(1) as u32;
-    let layout = plan::Layout::build(sc, shards, targets);
-    let mut per_shard = vec![0u64; shards as usize];
-    for p in &layout.peers {
-        per_shard[p.shard as usize] += 1;
-    }
-    let busiest = match args.shard {
-        Some(s) => per_shard[s.index as usize],
-        None => per_shard.iter().copied().max().unwrap_or(0),
-    };
-    let embedded = args.targets.is_empty() && args.shard.is_none();
-    if embedded && args.workers > 1 && sc.peers() + 256 > limit {
-        bail!(
-            "the in-process server would hold all {} connections in this process, which may open {limit} file descriptors (RLIMIT_NOFILE); \
-             start servers separately (stampede serve --listen 127.0.0.1:PORT --ip-connect-limit 0, one per ~19,000 peers) and pass one --target each",
-            sc.peers()
-        );
-    }
-    let embedded_here = embedded && args.workers <= 1;
-    let needed = busiest * if embedded_here { 2 } else { 1 } + 256;
-    if needed > limit {
-        let per_process = limit.saturating_sub(256).max(1);
-        let suggest = sc.peers().div_ceil(per_process).max(2);
-        bail!(
-            "{busiest} peers in one process need about {needed} file descriptors{}, but this process may open {limit} (RLIMIT_NOFILE); {}",
-            if embedded_here {
-                " (the in-process server holds the other end of each connection)"
-            } else {
-                ""
-            },
-            if embedded {
-                format!(
-                    "start servers separately (stampede serve --listen 127.0.0.1:PORT --ip-connect-limit 0, one per ~19,000 peers), pass one --target each, and use --workers {suggest}"
-                )
-            } else {
-                format!("spread the peers over processes with --workers {suggest}")
-            }
-        );
-    }
-    Ok(())
-}
-
 fn new_run_tag() -> String {
     format!("r{:06x}", rand::random::<u32>() & 0xFF_FFFF)
 }
@@ -469,14 +287,14 @@ pub async fn main(args: RunArgs, stop: Stop) -> anyhow::Result<i32> {
     };
     let stop_seen = stop.clone();
 
-    check_sockets(&args, &sc)?;
-    let mut t = targets(&args, &sc).await?;
+    targets::check_sockets(&args, &sc)?;
+    let mut t = targets::targets(&args, &sc).await?;
     if !sc.rest.is_empty() {
         rest::RestClient::new(&t.endpoints, &t.connector, Duration::ZERO)
             .map_err(|why| anyhow::anyhow!("{}: {why}", src.origin))?;
     }
     if !args.emit_result {
-        probe(&t, &sc, &run_tag).await?;
+        targets::probe(&t, &sc, &run_tag).await?;
     }
     let embedded = t.embedded.is_some();
     let urls: Vec<String> = t.endpoints.iter().map(|e| e.url().to_owned()).collect();

@@ -23,10 +23,10 @@ pub const FAILED: i32 = 1;
 /// Could not run (bad input, unreachable target, no peer connected).
 pub const COULD_NOT_RUN: i32 = 2;
 
-/// Writes the report, prints the summary, and decides the exit code. `urgent`: a second
-/// Ctrl-C came; write summary.json alone, at once.
-pub fn finish(args: &RunArgs, sc: &Scenario, run: RunData, urgent: bool) -> anyhow::Result<i32> {
-    let mut summary = Summary::from_run(&run);
+/// The summary of `run` with its verdict: checks, thresholds, `outcome`, and the exit code
+/// that goes with it.
+pub fn judge(sc: &Scenario, run: &RunData) -> (Summary, i32) {
+    let mut summary = Summary::from_run(run);
     summary.checks = checks::evaluate(&checks::Inputs {
         scenario: sc,
         summary: &summary,
@@ -34,13 +34,12 @@ pub fn finish(args: &RunArgs, sc: &Scenario, run: RunData, urgent: bool) -> anyh
         planned: &run.planned,
     });
     summary.checks_passed = summary.checks.iter().all(|c| c.passed);
-    let json = serde_json::to_value(&summary)?;
+    let json = serde_json::to_value(&summary).unwrap_or_default();
     summary.thresholds = thresholds::evaluate(&sc.thresholds.0, &json);
     summary.thresholds_passed = summary.thresholds.iter().all(|t| t.passed);
-    let connected = run.connections.established > 0;
     let (code, outcome) = if run.interrupted {
         (INTERRUPTED, "interrupted")
-    } else if !connected {
+    } else if run.connections.established == 0 {
         (COULD_NOT_RUN, "no_connection")
     } else if summary.checks_passed && summary.thresholds_passed {
         (PASSED, "passed")
@@ -48,6 +47,14 @@ pub fn finish(args: &RunArgs, sc: &Scenario, run: RunData, urgent: bool) -> anyh
         (FAILED, "failed")
     };
     summary.outcome = outcome.into();
+    (summary, code)
+}
+
+/// Writes the report, prints the summary, and decides the exit code. `urgent`: a second
+/// Ctrl-C came; write summary.json alone, at once.
+pub fn finish(args: &RunArgs, sc: &Scenario, run: RunData, urgent: bool) -> anyhow::Result<i32> {
+    let (mut summary, code) = judge(sc, &run);
+    let connected = run.connections.established > 0;
     let dir = match &args.out {
         Some(d) => d.clone(),
         None => default_out_dir(&sc.name),

@@ -266,6 +266,15 @@ impl Examples {
         }
     }
 
+    /// Rewrites every line (e.g. to name peers by id).
+    pub fn map_lines(&mut self, f: impl Fn(&str) -> String) {
+        for lines in self.0.values_mut() {
+            for l in lines.iter_mut() {
+                *l = f(l);
+            }
+        }
+    }
+
     /// The lines under `key` and under every `key/…`.
     pub fn under(&self, key: &str) -> Vec<&str> {
         let nested = format!("{key}/");

@@ -321,7 +321,9 @@ fn checks_lines(o: &mut String, s: &Summary) {
     let ok: Vec<&str> = s
         .checks
         .iter()
-        .filter(|c| c.passed && c.enabled && c.limit == "==0")
+        .filter(|c| {
+            c.passed && c.enabled && c.limit == "==0" && !c.evidence.starts_with("not applicable")
+        })
         .map(|c| c.name.as_str())
         .collect();
     if !ok.is_empty() {
@@ -442,6 +444,78 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("--insecure"), "{text}");
+    }
+
+    #[test]
+    fn connection_lines_agree_with_each_other() {
+        let mut s = Summary {
+            peers: 200,
+            ..Default::default()
+        };
+        s.connections.attempts = 200;
+        s.connections.established = 200;
+        s.connections.peers_connected = 2;
+        s.connections.never_connected = 0;
+        s.connections.aborted = 198;
+        s.connections.peak_connected = 200;
+        let text = render(&s, "reports/x");
+        let conns = line(&text, "connections ");
+        assert!(!conns.contains("all "), "{conns}");
+        assert!(
+            conns.contains("2 of 200 peers connected") && conns.contains("198 aborted"),
+            "{conns}"
+        );
+        s.connections.peers_connected = 200;
+        s.connections.aborted = 0;
+        let text = render(&s, "reports/x");
+        assert!(
+            line(&text, "connections ").contains("all 200 peers up"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn checks_and_the_verdict_are_printed() {
+        let mut s = Summary {
+            checks: vec![
+                crate::report::CheckResult {
+                    name: "acks".into(),
+                    passed: true,
+                    enabled: true,
+                    limit: "==0".into(),
+                    evidence: "all acked".into(),
+                    ..Default::default()
+                },
+                crate::report::CheckResult {
+                    name: "closes".into(),
+                    passed: false,
+                    enabled: true,
+                    count: 3,
+                    limit: "==0".into(),
+                    evidence: "1006 × 3".into(),
+                    examples: vec!["peer r-1: 1006".into()],
+                },
+            ],
+            outcome: "failed".into(),
+            ..Default::default()
+        };
+        let text = render(&s, "reports/x");
+        assert_eq!(line(&text, "checks "), "checks      ok     acks");
+        assert_eq!(
+            line(&text, "check "),
+            "check       FAILED checks.closes: 1006 × 3"
+        );
+        assert!(
+            text.contains("\n                   e.g. peer r-1: 1006\n"),
+            "{text}"
+        );
+        assert!(
+            line(&text, "verdict ").contains("FAILED: 1 of 2 checks failed"),
+            "{text}"
+        );
+        s.interrupted = true;
+        let text = render(&s, "reports/x");
+        assert!(line(&text, "verdict ").contains("INTERRUPTED"), "{text}");
     }
 
     #[test]

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::load::scenario::{Source, parse};
 use crate::report::{DeliveryOut, RequestCounts};
@@ -238,4 +240,48 @@ fn directs_to_peers_that_leave_may_find_them_gone() {
     let stable = scenario("[population.direct]\nrate = 1.0\n");
     let c = run(&stable, &s, &Examples::default());
     assert!(!c["errors"].passed && c["errors"].evidence.contains("peer_not_found × 4"));
+}
+
+#[test]
+fn a_rest_population_that_failed_fails_checks_rest() {
+    let sc = scenario("[[rest]]\npopulation = \"m\"\nrate = 5.0\n");
+    let mut s = healthy();
+    assert!(
+        !run(&sc, &s, &Examples::default())["rest"].passed,
+        "no report at all"
+    );
+    let mut r = crate::load::rest::RestReport {
+        sent: 50,
+        ..Default::default()
+    };
+    r.endpoints.insert(
+        "publish".into(),
+        crate::load::rest::EndpointStats {
+            requests: 50,
+            successes: 47,
+            failures: 3,
+            status_codes: BTreeMap::from([("200".into(), 47), ("503".into(), 3)]),
+            ..Default::default()
+        },
+    );
+    s.rest = Some(r.clone());
+    let c = run(&sc, &s, &Examples::default());
+    assert!(!c["rest"].passed);
+    assert!(
+        c["rest"]
+            .evidence
+            .contains("publish: 3 of 50 requests failed (503 × 3)"),
+        "{:?}",
+        c["rest"]
+    );
+    r.endpoints.clear();
+    r.goose.error = Some("cannot start the goose thread".into());
+    s.rest = Some(r);
+    let c = run(&sc, &s, &Examples::default());
+    assert!(
+        c["rest"].evidence.contains("goose failed: cannot start"),
+        "{:?}",
+        c["rest"]
+    );
+    assert!(!c["rest"].passed);
 }

@@ -12,6 +12,7 @@
 mod receive;
 mod send;
 mod session;
+mod settle;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -101,6 +102,8 @@ struct Session {
     unsub_rid: Option<u32>,
     /// The server answered the subscribe with an `error`.
     sub_refused: bool,
+    /// WebSocket Ping control frames received (tungstenite answers them itself).
+    pings: u64,
 }
 
 pub struct Peer {

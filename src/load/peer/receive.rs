@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering;
 use memchr::memmem::Finder;
 use serde_json::Value;
 
+use super::{Peer, Pending, Session};
 use crate::load::accounting::{ACKED, REJECTED, with_status};
 use crate::load::scenario::{OversizeExpect, OversizeKind};
 use crate::metrics::{Counter, Metric};
 use crate::proto::ServerFrame;
-
-use super::*;
 
 static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""data":{"p":"#));
 

@@ -7,13 +7,12 @@ use futures_util::SinkExt;
 use rand::Rng;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::{End, MAX_PENDING, Peer, Pending, SEND_TIMEOUT, Session};
 use crate::load::accounting::{DirectRec, PENDING, pack};
 use crate::load::connect::Ws;
 use crate::load::plan;
 use crate::load::scenario::{OversizeExpect, OversizeKind};
 use crate::metrics::{Counter, Metric};
-
-use super::*;
 
 impl Peer {
     pub(super) async fn send(&mut self, ws: &mut Ws, text: String) -> Result<(), End> {

@@ -9,9 +9,8 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::load::accounting::{
-    ACKED, PENDING, PairRx, REJECTED, SessionLog, UNCONFIRMED, sent_of, status_of, with_status,
-};
+use super::{ACK_TIMEOUT_US, CLOSE_TIMEOUT, End, MAX_BURST, Peer, Session};
+use crate::load::accounting::{REJECTED, SessionLog, with_status};
 use crate::load::connect::{self, Welcome, Ws};
 use crate::load::plan::{self, Ticker};
 use crate::load::scenario::{Leave, OversizeExpect, OversizeKind, StormMode};
@@ -19,7 +18,10 @@ use crate::metrics::{Counter, Metric};
 use crate::proto::frame::close;
 use crate::transport;
 
-use super::*;
+/// How many frames a session reads before it compares the clock with its next deadline
+/// (see `session_loop`): small enough that a flood delays a timer by well under a
+/// millisecond, large enough that the clock read is lost in the frames' own cost.
+const FRAMES_PER_CLOCK_CHECK: u32 = 32;
 
 impl Peer {
     pub(super) async fn session(
@@ -81,6 +83,7 @@ impl Peer {
             oversize_pending: None,
             unsub_rid: None,
             sub_refused: false,
+            pings: 0,
         };
         while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
             self.next_storm += 1;
@@ -202,10 +205,17 @@ impl Peer {
         let stopped = stop.changed();
         tokio::pin!(stopped);
         let mut stop_seen = false;
+        // Frames read since the clock was last compared with the deadline. Reads come
+        // first (biased), and a server that floods keeps them ready: tokio's cooperative
+        // budget then runs out inside the read branch, so the timer branch would be polled
+        // only without budget and never fire. The deadline is checked by hand instead.
+        let mut unchecked = 0u32;
         loop {
             tokio::select! {
                 biased;
-                frame = ws.next() => match frame {
+                frame = ws.next() => {
+                    unchecked += 1;
+                    match frame {
                     Some(Ok(Message::Text(text))) => self.on_text(s, text.as_str()),
                     Some(Ok(Message::Close(cf))) => {
                         let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
@@ -216,6 +226,7 @@ impl Peer {
                     Some(Ok(Message::Binary(b))) => {
                         self.unexpected("binary_frame", &format!("a binary frame of {} bytes", b.len()));
                     }
+                    Some(Ok(Message::Ping(_))) => s.pings += 1,
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         self.on_server_close(s, close::ABNORMAL, &format!(": {e}"));
@@ -225,8 +236,18 @@ impl Peer {
                         self.on_server_close(s, close::ABNORMAL, ": the connection ended");
                         return End::Lost;
                     }
+                    }
+                    if unchecked >= FRAMES_PER_CLOCK_CHECK {
+                        unchecked = 0;
+                        if self.now() >= deadline
+                            && let Some(end) = Box::pin(self.on_timer(ws, s)).await
+                        {
+                            return end;
+                        }
+                    }
                 },
                 _ = &mut sleep => {
+                    unchecked = 0;
                     // Boxed: sends nest several futures; keep them off every idle peer.
                     if let Some(end) = Box::pin(self.on_timer(ws, s)).await {
                         return end;
@@ -463,116 +484,6 @@ impl Peer {
                 o.mismatched += 1;
             }
         }
-    }
-
-    pub(super) fn end_session(&mut self, s: Session, end: End) {
-        let now = self.now();
-        let mut log = s.log;
-        if log.left_us == 0 {
-            log.left_us = self.rel(now).max(1);
-        }
-        let cell = &self.sh.cells[self.local as usize];
-        cell.online.store(false, Ordering::Release);
-        self.sh.metrics.connected.fetch_sub(1, Ordering::Relaxed);
-        self.sh.metrics.count(Counter::Disconnects, 1);
-        if let Some((kind, _)) = s.oversize_pending {
-            let o = &mut self.out.oversized[kind as usize];
-            o.other += 1;
-            o.mismatched += 1;
-        }
-        // Settle what never got an answer. An ack has the scenario's grace (at most 5 s)
-        // to arrive, like a copy: a request still unanswered although its connection
-        // stayed open that long broke ACK-1 (`unacked`); one whose connection ended sooner
-        // is `unsettled` (the close is judged on its own). For the accounting, a publish
-        // or direct whose connection outlived the send by `grace` counts as sent, acked or
-        // not (as with `ack = false`): a server that acks and delivers nothing then shows
-        // lost copies, not an empty expected set.
-        let grace = self.sh.grace_us;
-        let ack_wait = grace.min(ACK_TIMEOUT_US / 3);
-        let pop = &self.sh.scenario.populations[self.plan.population as usize];
-        let acked_mode = pop.publish.as_ref().is_none_or(|p| p.ack);
-        let left = log.left_us;
-        let lost_conn = matches!(end, End::Lost);
-        let answered_in_time = |sent: u64| left.saturating_sub(sent) < ack_wait;
-        let mut examples: Vec<(&str, String)> = Vec::new();
-        for (i, e) in self.out.log.publishes[s.pub_start..].iter_mut().enumerate() {
-            if status_of(*e) != PENDING {
-                continue;
-            }
-            let sent = sent_of(*e);
-            if acked_mode {
-                if answered_in_time(sent) {
-                    self.out.requests.publishes.unsettled += 1;
-                } else {
-                    self.out.requests.publishes.unacked += 1;
-                    if examples.len() < 2 {
-                        examples.push((
-                            "acks/publish",
-                            format!(
-                                "publish p{} sent at {:.3} s",
-                                s.pub_start + i,
-                                sent as f64 / 1e6
-                            ),
-                        ));
-                    }
-                }
-            }
-            let survived = sent + grace <= left && !lost_conn;
-            *e = with_status(*e, if survived { ACKED } else { UNCONFIRMED });
-        }
-        for (i, d) in self.out.log.directs[s.dir_start..].iter_mut().enumerate() {
-            if d.status != PENDING {
-                continue;
-            }
-            if answered_in_time(d.sent_rel_us) {
-                self.out.requests.directs.unsettled += 1;
-            } else {
-                self.out.requests.directs.unacked += 1;
-                if examples.len() < 4 {
-                    examples.push((
-                        "acks/direct",
-                        format!(
-                            "send d{} sent at {:.3} s",
-                            s.dir_start + i,
-                            d.sent_rel_us as f64 / 1e6
-                        ),
-                    ));
-                }
-            }
-            let survived = d.sent_rel_us + grace <= left && !lost_conn;
-            d.status = if survived { ACKED } else { UNCONFIRMED };
-        }
-        let sub_sent = log.subscribe_sent_us;
-        if sub_sent > 0 && !s.subscribed && !s.sub_refused {
-            if answered_in_time(sub_sent) {
-                self.out.requests.subscribes.unsettled += 1;
-            } else {
-                self.out.requests.subscribes.unacked += 1;
-                examples.push((
-                    "acks/subscribe",
-                    format!(
-                        "subscribe s{} sent at {:.3} s",
-                        self.session_no,
-                        sub_sent as f64 / 1e6
-                    ),
-                ));
-            }
-        }
-        if !examples.is_empty() {
-            let id = &self.id;
-            let open_s = ack_wait as f64 / 1e6;
-            self.sh.event(|ev| {
-                for (key, what) in examples {
-                    ev.note(key, || {
-                        format!("peer {id}: {what}: no ack or error although the connection stayed open {open_s:.1} s longer")
-                    });
-                }
-            });
-        }
-        let mut rx: Vec<(u32, PairRx)> = s.rx.into_iter().collect();
-        rx.sort_unstable_by_key(|(g, _)| *g);
-        log.rx = rx;
-        self.out.log.sessions.push(log);
     }
 }
 
