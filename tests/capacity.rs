@@ -27,10 +27,19 @@ arrival = "poisson"
 size = 80
 publishers = 0.5
 start = "500ms"
+# A debug build on a shared CI box lags more than a release build on a quiet one; the
+# search is judged here, not the generator's precision.
+[validity]
+max_lag_p99 = "200ms"
 "#;
+
+/// The searches share two cores with their server: one at a time, or the starved one
+/// makes the others generator-bound too.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interval_contains_the_injected_capacity() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let capacity = 5_000.0;
     let server = EmbeddedServer::start(Options {
         ip_connect_limit: Some(0),
@@ -154,6 +163,7 @@ async fn capacity(
 /// A plan capping concurrent connections at N (4010 past it): `--vary peers` finds N.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_peers_finds_a_connection_cap() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cap = 300u64;
     let mut cfg = stampede::server::Config::dev();
     cfg.limits.ip_connect_limit = 0;
@@ -207,6 +217,7 @@ async fn vary_peers_finds_a_connection_cap() {
 /// capacity number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starved_generator_is_inconclusive() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let server = EmbeddedServer::start(Options {
         ip_connect_limit: Some(0),
         rate: Some((0, 0)),

@@ -137,10 +137,9 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         creds: setup.creds.clone(),
         source_ip: setup.source_ip,
         handshakes: Semaphore::new(HANDSHAKES_IN_FLIGHT),
-        // Clients accept inbound frames up to 1 MiB (CLI-6).
         ws_config: transport::ws::peer_config(
             s.largest_frame(crate::proto::limits::DEFAULT_MAX_MESSAGE_SIZE),
-            1 << 20,
+            s.largest_inbound(),
         ),
         id_prefix: format!("{}-", setup.run_tag),
         server_ids: ServerIds::default(),

@@ -1061,6 +1061,32 @@ impl Scenario {
         largest
     }
 
+    /// The largest frame a peer can legitimately receive: a copy of another peer's
+    /// publish or direct, or of a REST publish, with envelope and sender metadata, or a
+    /// presence snapshot of the largest room. Clients may accept up to 1 MiB (CLI-6); a
+    /// bound fitted to the scenario keeps a hostile server from pinning a megabyte of
+    /// fragments per connection (200 peers would be 200 MB).
+    pub fn largest_inbound(&self) -> usize {
+        const ENVELOPE: usize = 16 * 1024;
+        let mut largest = 64 * 1024;
+        for p in &self.populations {
+            if let Some(pb) = &p.publish {
+                largest = largest.max(pb.size.max() as usize + ENVELOPE);
+            }
+            if let Some(d) = &p.direct {
+                largest = largest.max(d.size.max() as usize + ENVELOPE);
+            }
+            let rooms = p.room_count().max(1);
+            let members = p.peers.div_ceil(rooms) as usize;
+            // A snapshot lists every member: id and metadata, generously 1 KiB each.
+            largest = largest.max(members * 1024 + ENVELOPE);
+        }
+        for r in &self.rest {
+            largest = largest.max(r.size as usize + ENVELOPE);
+        }
+        largest.min(1 << 20)
+    }
+
     /// The scenario as TOML, as it ran (flags folded in).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot render scenario: {e}\n"))
