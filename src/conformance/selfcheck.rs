@@ -182,6 +182,15 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
         };
         println!("{fault:<34} {what}");
     }
+    let unproven = unproven_pairs(&table, &musts)?;
+    if !unproven.is_empty() {
+        println!(
+            "\nfaults killed, but not by a case citing a rule they name (the --coverage pairing is then unproven):"
+        );
+        for (fault, rule) in &unproven {
+            println!("  {fault:<34} {rule}");
+        }
+    }
     let killed = table.len() - survived;
     println!(
         "\n{killed}/{} faults killed ({:.0}%), self-check took {:.1} s",
@@ -198,7 +207,13 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
             "self-check FAILED: the suite fails {over_fired} legal variant(s) of a correct server"
         );
     }
-    Ok(if survived == 0 && over_fired == 0 {
+    if !unproven.is_empty() {
+        println!(
+            "self-check FAILED: {} fault/rule pair(s) unproven",
+            unproven.len()
+        );
+    }
+    Ok(if survived == 0 && over_fired == 0 && unproven.is_empty() {
         0
     } else {
         1
@@ -310,4 +325,45 @@ async fn run_variants(
         }
     }
     Ok(over_fired)
+}
+
+/// (fault, rule) pairs where the fault names a wire-observable server MUST but no case
+/// citing that rule killed it: `--coverage` would claim a proof the run did not give.
+fn unproven_pairs(
+    table: &[(String, anyhow::Result<Vec<String>>)],
+    musts: &[Arc<Case>],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let asked: std::collections::BTreeSet<String> = super::coverage::rules()?
+        .into_iter()
+        .filter(|r| r.side == "server" && r.level == "must" && r.observable)
+        .map(|r| r.id)
+        .collect();
+    let spec_of = |id: &str| {
+        musts
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.spec.clone())
+            .unwrap_or_default()
+    };
+    let named: std::collections::HashMap<String, Vec<String>> =
+        crate::embedded::fault_rules().into_iter().collect();
+    let mut out = Vec::new();
+    for (fault, result) in table {
+        let Ok(killers) = result else { continue };
+        if killers.is_empty() {
+            continue;
+        }
+        // Every case checks the invariant rules on every frame (invariants.rs).
+        let cited: std::collections::BTreeSet<String> = killers
+            .iter()
+            .flat_map(|k| spec_of(k))
+            .chain(super::invariants::RULES.iter().map(|r| r.to_string()))
+            .collect();
+        for rule in named.get(fault).into_iter().flatten() {
+            if asked.contains(rule) && !cited.contains(rule) {
+                out.push((fault.clone(), rule.clone()));
+            }
+        }
+    }
+    Ok(out)
 }
