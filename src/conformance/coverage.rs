@@ -303,8 +303,16 @@ mod tests {
             .collect();
         let mut seen = BTreeSet::new();
         for n in no_fault().unwrap() {
-            assert!(ids.contains(&n.id), "no-fault.toml names unknown rule {}", n.id);
-            assert!(seen.insert(n.id.clone()), "no-fault.toml lists {} twice", n.id);
+            assert!(
+                ids.contains(&n.id),
+                "no-fault.toml names unknown rule {}",
+                n.id
+            );
+            assert!(
+                seen.insert(n.id.clone()),
+                "no-fault.toml lists {} twice",
+                n.id
+            );
             assert!(
                 !faulted.contains(&n.id),
                 "{} has a fault now; drop it from no-fault.toml",

@@ -100,6 +100,14 @@ fn presence_text(channel_json: &str, joined: &[&str], left: Option<&[&str]>) -> 
 
 /// Pushes one frame, counting a slow-consumer close if it overflows the queue.
 pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
+    let text = if sh.faults.is_empty() {
+        text
+    } else {
+        match super::fault_text::outbound(sh.faults, text) {
+            Some(t) => t,
+            None => return,
+        }
+    };
     if conn.out.push_due(text, sh.variant_delay(), sh.limits.queue) == Pushed::Overflow {
         count_overflow(sh, conn);
     }

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod admit;
 pub mod config;
 pub mod delay;
+pub mod fault_text;
 pub mod faults;
 pub mod http;
 pub mod hub;

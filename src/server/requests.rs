@@ -7,11 +7,12 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::fault_text;
 use super::faults::Fault;
 use super::hub::{Leave, push};
 use super::session::{End, Session};
-use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
-use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
+use crate::proto::frame::{Request, direct_text, parse_request};
+use crate::proto::limits::is_reserved;
 use crate::proto::pattern::is_wildcard;
 use crate::proto::{Action, ErrorCode, ServerFrame, close};
 
@@ -29,6 +30,9 @@ impl Session {
         };
         let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
         self.push(ServerFrame::error(code, request_id, message).to_text());
+        if f.has(Fault::ErrorCloses) {
+            self.conn.out.request_close(close::NORMAL);
+        }
     }
 
     /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
@@ -47,17 +51,35 @@ impl Session {
     }
 
     pub(super) fn on_text(&mut self, text: &str) -> Option<End> {
+        let f = self.sh.faults;
+        let rewritten = if f.is_empty() {
+            None
+        } else {
+            if let Some(r) = fault_text::refuse_inbound(f, text) {
+                self.error(r.code, r.request_id, &r.message);
+                return None;
+            }
+            fault_text::rewrite_inbound(f, text)
+        };
+        let text = rewritten.as_deref().unwrap_or(text);
         let inbound = match parse_request(text) {
             Ok(i) => i,
             Err(r) => {
                 let long = (r.code == ErrorCode::InvalidChannel
-                    && self.sh.faults.has(Fault::LongChannelAccepted))
-                .then(|| parse_long_channel(text))
+                    && f.has(Fault::LongChannelAccepted))
+                .then(|| fault_text::parse_long_channel(text))
                 .flatten();
                 match long {
                     Some(i) => i,
                     None => {
-                        self.error(r.code, r.request_id, &r.message);
+                        let r = if f.is_empty() {
+                            Some(r)
+                        } else {
+                            fault_text::rejection(f, text, r)
+                        };
+                        if let Some(r) = r {
+                            self.error(r.code, r.request_id, &r.message);
+                        }
                         return None;
                     }
                 }
@@ -79,6 +101,16 @@ impl Session {
                 None
             }
             Request::Ping => {
+                if f.has(Fault::PingAcked)
+                    && let Some(id) = &rid
+                {
+                    self.push(
+                        ServerFrame::Ack {
+                            request_id: id.clone(),
+                        }
+                        .to_text(),
+                    );
+                }
                 self.push(ServerFrame::Pong { request_id: rid }.to_text());
                 None
             }
@@ -178,7 +210,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
-        let ack = self.ack(&rid, None);
+        let ack = self.ack(&rid, Some(Fault::AckMissingUnsubscribe));
         let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
             // UNSUB-2: idempotent.
             if let Some(ack) = ack {
@@ -218,6 +250,12 @@ impl Session {
 
     fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
         let f = self.sh.faults;
+        let changed = if f.is_empty() {
+            None
+        } else {
+            self.faulted_data(&rid, data).ok()?
+        };
+        let data = changed.as_deref().unwrap_or(data);
         match self.authorize(&rid, channel, Action::Publish) {
             Ok(()) => {}
             Err(ErrorCode::ChannelNotAuthorized) => {
@@ -261,6 +299,15 @@ impl Session {
 
     fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
         let f = self.sh.faults;
+        let changed = if f.is_empty() {
+            None
+        } else {
+            match self.faulted_data(&rid, data) {
+                Ok(c) => c,
+                Err(()) => return,
+            }
+        };
+        let data = changed.as_deref().unwrap_or(data);
         if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
             self.error(
                 ErrorCode::ActionNotPermitted,
@@ -288,9 +335,28 @@ impl Session {
                 rid,
                 &format!("peer {shown} is not connected"),
             );
-        } else if let Some(ack) = self.ack(&rid, None) {
+        } else if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingSend)) {
             push(&self.sh, &self.conn, ack);
         }
+    }
+
+    /// `data` as the faults change it: refused when null (`null-data-refused`, `Err`),
+    /// or parsed into doubles and written again (`data-rounded`).
+    fn faulted_data(
+        &self,
+        rid: &Option<String>,
+        data: &RawValue,
+    ) -> Result<Option<Box<RawValue>>, ()> {
+        let f = self.sh.faults;
+        if f.has(Fault::NullDataRefused) && data.get() == "null" {
+            self.error(ErrorCode::MissingData, rid.clone(), "`data` is required");
+            return Err(());
+        }
+        if !f.has(Fault::DataRounded) {
+            return Ok(None);
+        }
+        let rounded = rounded(data.get());
+        Ok(RawValue::from_string(rounded).ok())
     }
 
     /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
@@ -316,42 +382,19 @@ impl Session {
     }
 }
 
-/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
-/// `long-channel-accepted` fault); everything else about the frame must be valid.
-fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
-    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    let field = |name: &str| {
-        members
-            .get(name)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    };
-    let channel = field("channel")?;
-    if channel.len() <= 256
-        || !channel.get(..256).is_some_and(valid_channel)
-        || channel.chars().any(crate::proto::limits::is_control)
-    {
-        return None;
+/// `text` (valid JSON) with every number parsed into a double and written back, as a
+/// server that parses `data` into JavaScript-like numbers would (the `data-rounded` fault).
+fn rounded(text: &str) -> String {
+    fn walk(v: Value) -> Value {
+        match v {
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::Null, Value::Number),
+            Value::Array(a) => Value::Array(a.into_iter().map(walk).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, walk(v))).collect()),
+            other => other,
+        }
     }
-    let request_id = match members.get("requestId") {
-        None => None,
-        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
-    };
-    let request = match field("type")?.as_str() {
-        "subscribe" => Request::Subscribe {
-            channel,
-            include_sender_metadata: members
-                .get("includeSenderMetadata")
-                .is_some_and(|r| r.get() == "true"),
-        },
-        "unsubscribe" => Request::Unsubscribe { channel },
-        "publish" => Request::Publish {
-            channel,
-            data: members.get("data").copied()?,
-        },
-        _ => return None,
-    };
-    Some(Inbound {
-        request_id,
-        request,
-    })
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_owned(), |v| walk(v).to_string())
 }

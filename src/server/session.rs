@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::admit::{Admitted, Refusal, authenticate};
 use super::config::RateLimit;
+use super::fault_text;
 use super::faults::Fault;
-use super::hub::{Conn, push};
+use super::hub::{Conn, entry_text, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Scope, Shared};
 use super::variant_io::{Chunked, Wire};
@@ -256,12 +257,16 @@ async fn start_session<S: Transport>(
         )
         .await;
     }
-    let conn = Arc::new(Conn::new(
+    let mut conn = Conn::new(
         sh.next_id(),
         &a.peer_id,
         a.peer_metadata.clone(),
         a.actions.contains(Action::Presence),
-    ));
+    );
+    if sh.faults.has(Fault::MetadataLeaks) && a.metadata.is_some() {
+        conn.entry = entry_text(&a.peer_id, a.metadata.as_deref()).into();
+    }
+    let conn = Arc::new(conn);
     let s = Session {
         sh: sh.clone(),
         app: a.app.clone(),
@@ -273,7 +278,18 @@ async fn start_session<S: Transport>(
         published: false,
     };
     // The welcome is queued before the connection becomes reachable, so it is first (ORD-1).
+    let f = sh.faults;
+    if f.has(Fault::FrameBeforeWelcome) {
+        push(
+            &sh,
+            &conn,
+            ServerFrame::Pong { request_id: None }.to_text().into(),
+        );
+    }
     push(&sh, &conn, welcome_text(&sh, &a).into());
+    if f.has(Fault::WelcomeTwice) {
+        push(&sh, &conn, welcome_text(&sh, &a).into());
+    }
     a.app.hub.register(&conn);
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
     // Registered after a shutdown or a suspension swept the hub: close like everyone else.
@@ -301,7 +317,12 @@ async fn live<S: Transport>(
     expiry: Option<Instant>,
     guard: LiveGuard,
 ) {
-    let end = s.run_loop(&mut ws, expiry).await;
+    let mut end = s.run_loop(&mut ws, expiry).await;
+    if let End::Close(code) = end
+        && !s.sh.faults.is_empty()
+    {
+        end = End::Close(fault_text::close_code(s.sh.faults, code));
+    }
     if end == End::PeerClosed && s.sh.variants.has(Variant::CloseLate) {
         // tungstenite queued the reply close; it goes out with the next write, after this.
         tokio::time::sleep(CLOSE_LATE).await;
@@ -367,13 +388,34 @@ async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &C
 }
 
 fn welcome_text(sh: &Shared, a: &Admitted) -> String {
-    let omit_expires = a.expires_at.is_none() && sh.faults.has(Fault::WelcomeMissingExpires);
+    let f = sh.faults;
+    let omit_expires = a.expires_at.is_none() && f.has(Fault::WelcomeMissingExpires);
+    let mut expires_at = a.expires_at;
+    let mut max = a.app.max_message_size as u64;
+    let mut peer_id = std::borrow::Cow::Borrowed(a.peer_id.as_str());
+    let mut metadata = a.metadata.as_deref();
+    let empty: Option<Box<serde_json::value::RawValue>>;
+    if !f.is_empty() {
+        if f.has(Fault::ExpiresAtMs) {
+            expires_at = expires_at.map(|e| e.saturating_mul(1000));
+        }
+        if f.has(Fault::WelcomeMaxSizeLies) {
+            max += 1000;
+        }
+        if f.has(Fault::WelcomePeerIdMangled) {
+            peer_id = format!("{}-w", a.peer_id).into();
+        }
+        if f.has(Fault::WelcomeEmptyMetadata) && metadata.is_none() {
+            empty = serde_json::value::RawValue::from_string("{}".into()).ok();
+            metadata = empty.as_deref();
+        }
+    }
     frame::welcome_text(
-        &a.peer_id,
-        (!omit_expires).then_some(a.expires_at),
+        &peer_id,
+        (!omit_expires).then_some(expires_at),
         sh.clock.now_s(),
-        a.app.max_message_size as u64,
-        a.metadata.as_deref(),
+        max,
+        metadata,
     )
 }
 

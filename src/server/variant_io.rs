@@ -187,7 +187,7 @@ fn escaped(s: &str, out: &mut String) {
 }
 
 /// An object's members in the order written, values as raw text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub(super) struct Members<'a>(pub(super) Vec<(String, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
