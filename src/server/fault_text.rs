@@ -146,15 +146,28 @@ pub fn close_code(f: FaultSet, code: u16) -> u16 {
     }
 }
 
-/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
-/// `long-channel-accepted` fault); everything else about the frame must be valid.
-pub fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
+/// Whether a fault accepts `channel`, which SPEC refuses (LIM-6, LIM-17, LIM-18):
+/// `long-channel-accepted` (over 256 bytes), `channel-length-in-chars` (over 256 bytes
+/// but not characters), `control-chars-in-channel`.
+fn loosely_valid(f: FaultSet, channel: &str) -> bool {
+    let control = channel.chars().any(is_control);
+    let long = channel.len() > 256;
+    if channel.is_empty() || (control && !f.has(Fault::ControlCharsInChannel)) {
+        return false;
+    }
+    if !long {
+        return control;
+    }
+    (f.has(Fault::LongChannelAccepted) && channel.get(..256).is_some_and(valid_channel))
+        || (f.has(Fault::ChannelLengthInChars) && channel.chars().count() <= 256)
+}
+
+/// Parses a subscribe / unsubscribe / publish whose channel SPEC refuses but a fault
+/// accepts ([`loosely_valid`]); everything else about the frame must be valid.
+pub fn parse_loose_channel(f: FaultSet, text: &str) -> Option<Inbound<'_>> {
     let members: HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
     let channel = string_member(&members, "channel")?;
-    if channel.len() <= 256
-        || !channel.get(..256).is_some_and(valid_channel)
-        || channel.chars().any(is_control)
-    {
+    if !loosely_valid(f, &channel) {
         return None;
     }
     let request_id = match members.get("requestId") {

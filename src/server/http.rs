@@ -264,7 +264,7 @@ async fn route(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Re
 
 fn upgrade_ws(sh: &Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) -> Resp {
     // RATE-5: every upgrade request takes one attempt, before anything else is looked at.
-    if !sh.ip_limiter.allow(peer.ip()) {
+    if !sh.ip_limiter.allow(peer.ip()) && !sh.faults.has(super::faults::Fault::IpLimitOff) {
         sh.stats.ip_limited.fetch_add(1, Ordering::Relaxed);
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,

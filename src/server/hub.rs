@@ -302,11 +302,13 @@ impl Hub {
                 continue;
             }
             let inner = &mut *inner;
+            let mut again = false;
             let joined = match inner.subs.get_mut(&conn.id) {
                 Some(sub) if !sub.ghost => {
                     // SUB-7/8: replace the flag, fresh snapshot, no new announcement.
                     sub.include_meta = include_meta;
-                    false
+                    again = true;
+                    f.has(Fault::ResubscribeAnnounces)
                 }
                 _ => {
                     inner.subs.insert(
@@ -340,18 +342,19 @@ impl Hub {
                     announce || f.has(Fault::PresencePerConnection)
                 }
             };
-            let snapshot = conn.presence.then(|| {
-                let entries: Vec<Arc<str>> = inner
-                    .order
-                    .values()
-                    .filter(|p| f.has(Fault::SnapshotIncludesSelf) || **p != conn.peer_id)
-                    .filter_map(|p| inner.present.get(p))
-                    .map(|p| entry_for(f, &conn.peer_id, &p.entry))
-                    .collect();
-                let refs: Vec<&str> = entries.iter().map(|e| &**e).collect();
-                (!(entries.is_empty() && f.has(Fault::SnapshotMissingEmpty)))
-                    .then(|| presence_text(&ch.name_json, &refs, Some(&[])))
-            });
+            let snapshot =
+                (conn.presence && !(again && f.has(Fault::ResubscribeNoSnapshot))).then(|| {
+                    let entries: Vec<Arc<str>> = inner
+                        .order
+                        .values()
+                        .filter(|p| f.has(Fault::SnapshotIncludesSelf) || **p != conn.peer_id)
+                        .filter_map(|p| inner.present.get(p))
+                        .map(|p| entry_for(f, &conn.peer_id, &p.entry))
+                        .collect();
+                    let refs: Vec<&str> = entries.iter().map(|e| &**e).collect();
+                    (!(entries.is_empty() && f.has(Fault::SnapshotMissingEmpty)))
+                        .then(|| presence_text(&ch.name_json, &refs, Some(&[])))
+                });
             let snapshot = snapshot.flatten();
             if f.has(Fault::SnapshotBeforeAck) {
                 snapshot
@@ -359,9 +362,15 @@ impl Hub {
                     .chain(ack)
                     .for_each(|t| push(sh, conn, t));
             } else {
-                ack.into_iter()
-                    .chain(snapshot)
-                    .for_each(|t| push(sh, conn, t));
+                ack.into_iter().for_each(|t| push(sh, conn, t));
+                if f.has(Fault::SelfJoinBeforeSnapshot) && snapshot.is_some() {
+                    push(
+                        sh,
+                        conn,
+                        presence_text(&ch.name_json, &[&conn.entry], Some(&[])),
+                    );
+                }
+                snapshot.into_iter().for_each(|t| push(sh, conn, t));
             }
             if joined && !f.has(Fault::PresenceNoJoin) {
                 let entry = match inner.present.get(&conn.peer_id) {
@@ -378,6 +387,16 @@ impl Hub {
                 for sub in inner.subs.values() {
                     if sub.conn.id != conn.id && sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
+                        if f.has(Fault::PresenceSampled) {
+                            break;
+                        }
+                    }
+                }
+                if f.has(Fault::WildcardGetsPresence) {
+                    for w in self.wild_read().iter() {
+                        if w.conn.id != conn.id && w.conn.presence && w.matcher.matches(name) {
+                            push(sh, &w.conn, delta.clone());
+                        }
                     }
                 }
             }
@@ -433,6 +452,9 @@ impl Hub {
                 for sub in inner.subs.values() {
                     if sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
+                        if f.has(Fault::PresenceSampled) {
+                            break;
+                        }
                     }
                 }
             }
@@ -546,6 +568,9 @@ impl Hub {
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
+            if f.has(Fault::OutboundLimited) && text.len() > sh.limits.max_message_size {
+                return;
+            }
             let due = injected_due.max(sh.variant_delay());
             if conn
                 .out
@@ -556,13 +581,16 @@ impl Hub {
             }
         };
 
+        // The `same-peer-excluded` fault skips the publisher's other connections too.
+        let skip_peer = (exclude.is_some() && f.has(Fault::SamePeerExcluded)).then_some(from);
+        let excluded = |c: &Conn| Some(c.id) == exclude || skip_peer == Some(&*c.peer_id);
         let ch = self.channel(name);
         let guard = ch.as_ref().map(|c| c.lock());
         let subs = guard.as_ref().filter(|g| !g.dead).map(|g| &g.subs);
         let wild = self.wild_read();
         let wild_on = !wild.is_empty() && !is_reserved(name);
         let matches = |w: &&WildSub| {
-            Some(w.conn.id) != exclude
+            !excluded(&w.conn)
                 && w.matcher.matches(name)
                 && (f.has(Fault::IgnoreChannelScope) || w.scope.allows(name))
         };
@@ -570,7 +598,7 @@ impl Hub {
             let Some(subs) = subs else { return 0 };
             let mut n = 0;
             for sub in subs.values() {
-                if Some(sub.conn.id) != exclude {
+                if !excluded(&sub.conn) {
                     deliver(&sub.conn, text_for(sub.include_meta));
                     n += 1;
                 }
@@ -584,7 +612,7 @@ impl Hub {
         let exact = subs
             .into_iter()
             .flat_map(|s| s.values())
-            .filter(|s| Some(s.conn.id) != exclude)
+            .filter(|s| !excluded(&s.conn))
             .map(|s| (&s.conn, s.include_meta));
         let wilds = wild
             .iter()
@@ -625,8 +653,28 @@ impl Hub {
                 .clone();
             push(sh, c, t);
             n += 1;
+            if sh.faults.has(Fault::DirectFirstConnectionOnly) {
+                break;
+            }
         }
         n
+    }
+
+    /// Whether channel `name` has subscribers (the `subscribe-needs-existing-channel`
+    /// fault refuses the first subscriber).
+    pub fn exists(&self, name: &str) -> bool {
+        self.channel(name)
+            .is_some_and(|ch| !ch.lock().subs.is_empty())
+    }
+
+    /// Whether `conn` holds a channel in which peer `peer_id` is present (the
+    /// `send-needs-shared-channel` fault).
+    pub fn shares_channel(&self, conn: &Conn, peer_id: &str) -> bool {
+        let channels: Vec<Arc<Channel>> = self.channels().values().cloned().collect();
+        channels.iter().any(|ch| {
+            let inner = ch.lock();
+            inner.subs.contains_key(&conn.id) && inner.present.contains_key(peer_id)
+        })
     }
 
     /// Removes what the `unsubscribe-keeps-delivering` fault left of `conn` (on its close).

@@ -3,6 +3,8 @@
 //! with the fault switches that break them. Split from `session.rs`, which owns the
 //! socket loop.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -29,6 +31,9 @@ impl Session {
             code
         };
         let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
+        if request_id.is_none() && f.has(Fault::ErrorsUncorrelatedDropped) {
+            return;
+        }
         self.push(ServerFrame::error(code, request_id, message).to_text());
         if f.has(Fault::ErrorCloses) {
             self.conn.out.request_close(close::NORMAL);
@@ -65,10 +70,9 @@ impl Session {
         let inbound = match parse_request(text) {
             Ok(i) => i,
             Err(r) => {
-                let long = (r.code == ErrorCode::InvalidChannel
-                    && f.has(Fault::LongChannelAccepted))
-                .then(|| fault_text::parse_long_channel(text))
-                .flatten();
+                let long = (r.code == ErrorCode::InvalidChannel && !f.is_empty())
+                    .then(|| fault_text::parse_loose_channel(f, text))
+                    .flatten();
                 match long {
                     Some(i) => i,
                     None => {
@@ -101,6 +105,9 @@ impl Session {
                 None
             }
             Request::Ping => {
+                if f.has(Fault::PingCountsQuota) {
+                    self.app.charge_message();
+                }
                 if f.has(Fault::PingAcked)
                     && let Some(id) = &rid
                 {
@@ -157,7 +164,9 @@ impl Session {
         match self.authorize(&rid, &channel, Action::Subscribe) {
             Ok(()) => {}
             Err(ErrorCode::ChannelNotAuthorized) => {
-                if self.app.compat.unauthorized_subscribe_closes {
+                if self.app.compat.unauthorized_subscribe_closes
+                    || f.has(Fault::UnauthorizedSubscribeCloses4003)
+                {
                     return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
                 }
                 self.error(
@@ -170,7 +179,7 @@ impl Session {
             Err(_) => return None,
         }
         let held = self.subs.iter().any(|s| **s == *channel);
-        if !held
+        if (!held || f.has(Fault::ResubscribeCounts))
             && self.subs.len() >= self.sh.limits.max_subscriptions
             && !f.has(Fault::NoChannelLimit)
         {
@@ -189,9 +198,28 @@ impl Session {
             );
             return None;
         }
+        if f.has(Fault::SubscribeNeedsExistingChannel) && !held && !self.app.hub.exists(&channel) {
+            self.error(
+                ErrorCode::ChannelNotAuthorized,
+                rid,
+                "no such channel (fault switch)",
+            );
+            return None;
+        }
         let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
         let hub = &self.app.hub;
-        if is_wildcard(&channel) {
+        if f.has(Fault::SubscriptionLate) && !is_wildcard(&channel) {
+            // Acked now, effective later: a publish in between is lost for this subscriber.
+            ack.into_iter().for_each(|a| push(&self.sh, &self.conn, a));
+            let (sh, app, conn) = (self.sh.clone(), self.app.clone(), self.conn.clone());
+            let name = channel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                if conn.out.close_requested().is_none() {
+                    app.hub.subscribe(&sh, &conn, &name, include_meta, None);
+                }
+            });
+        } else if is_wildcard(&channel) {
             hub.subscribe_wildcard(
                 &self.sh,
                 &self.conn,
@@ -210,6 +238,11 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
+        if self.sh.faults.has(Fault::UnsubscribeChecksScope)
+            && self.authorize(&rid, channel, Action::Subscribe).is_err()
+        {
+            return;
+        }
         let ack = self.ack(&rid, Some(Fault::AckMissingUnsubscribe));
         let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
             // UNSUB-2: idempotent.
@@ -229,7 +262,11 @@ impl Session {
 
     /// Checks 12 and the injected backend fault for publish and send.
     fn charge(&self, rid: &Option<String>) -> bool {
-        if !self.app.charge_message() {
+        let f = self.sh.faults;
+        let overages = self.app.usage.overage_messages.load(Ordering::Relaxed);
+        let ok = self.app.charge_message() || f.has(Fault::QuotaIgnored);
+        let overage = self.app.usage.overage_messages.load(Ordering::Relaxed) != overages;
+        if !ok || (overage && f.has(Fault::OveragesRefused)) {
             self.error(
                 ErrorCode::OverMessageQuota,
                 rid.clone(),
@@ -268,10 +305,20 @@ impl Session {
             }
             Err(_) => return None,
         }
+        if f.has(Fault::PublishNeedsSubscription) && !self.subs.iter().any(|s| **s == *channel) {
+            self.error(
+                ErrorCode::ChannelNotAuthorized,
+                rid,
+                "not subscribed to this channel (fault switch)",
+            );
+            return None;
+        }
         if !self.charge(&rid) {
             return None;
         }
-        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
+        let ack = self.ack(&rid, Some(Fault::AckMissingPublish));
+        let ack_after = f.has(Fault::PublishToEmptyUnacked);
+        if !ack_after && let Some(ack) = ack.clone() {
             push(&self.sh, &self.conn, ack);
         }
         let spoofed = f
@@ -283,7 +330,7 @@ impl Session {
             })
             .flatten();
         let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
-        self.app.hub.publish(
+        let n = self.app.hub.publish(
             &self.sh,
             Some(self.conn.id),
             self.conn.id,
@@ -292,6 +339,25 @@ impl Session {
             data,
             self.conn.peer_metadata.as_deref(),
         );
+        if !f.is_empty() {
+            if ack_after
+                && n > 0
+                && let Some(ack) = ack
+            {
+                push(&self.sh, &self.conn, ack);
+            }
+            if f.has(Fault::PublishCountsRecipients) {
+                (1..n).for_each(|_| {
+                    self.app.charge_message();
+                });
+            }
+            if f.has(Fault::CrossAppRouting) {
+                for app in self.sh.apps().iter().filter(|a| a.id != self.app.id) {
+                    app.hub
+                        .publish(&self.sh, None, self.conn.id, channel, from, data, None);
+                }
+            }
+        }
         let first = !self.published;
         self.published = true;
         (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
@@ -316,7 +382,7 @@ impl Session {
             );
             return;
         }
-        if !self.charge(&rid) {
+        if !f.has(Fault::SendNotCounted) && !self.charge(&rid) {
             return;
         }
         let meta = self
@@ -325,9 +391,18 @@ impl Session {
             .as_deref()
             .filter(|_| !f.has(Fault::DirectNoMetadata));
         let peer_id = &self.conn.peer_id;
-        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
-            direct_text(peer_id, data, meta).into()
-        });
+        let shared =
+            !f.has(Fault::SendNeedsSharedChannel) || self.app.hub.shares_channel(&self.conn, to);
+        let n = if shared {
+            self.app.hub.send(&self.sh, &self.conn, to, || {
+                direct_text(peer_id, data, meta).into()
+            })
+        } else {
+            0
+        };
+        if n == 0 && f.has(Fault::QuotaCountsDeliveredOnly) {
+            self.app.usage.messages_used.fetch_sub(1, Ordering::Relaxed);
+        }
         if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
             let shown: String = to.chars().take(40).collect();
             self.error(
@@ -378,7 +453,9 @@ impl Session {
         if self.sh.faults.has(Fault::UnsubscribeKeepsDelivering) {
             hub.drop_ghosts(&self.conn);
         }
-        self.app.release();
+        if !self.sh.faults.has(Fault::ConcurrentNotReleased) {
+            self.app.release();
+        }
     }
 }
 

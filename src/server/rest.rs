@@ -337,11 +337,13 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
     let Some(peer_id) = peer_id else {
         return bad("`peerId` is required: 1-128 bytes of printable ASCII");
     };
-    let channels = string_list(&m, "channels", MAX_TOKEN_CHANNELS)?;
+    let unlimited = sh.faults.has(Fault::RestMintNoLimits);
+    let cap = |max: usize| if unlimited { usize::MAX } else { max };
+    let channels = string_list(&m, "channels", cap(MAX_TOKEN_CHANNELS))?;
     if channels.iter().flatten().any(|c| !valid_channel(c)) {
         return bad("`channels` entries must be 1-256 bytes without control characters");
     }
-    let permissions = string_list(&m, "permissions", MAX_TOKEN_PERMISSIONS)?;
+    let permissions = string_list(&m, "permissions", cap(MAX_TOKEN_PERMISSIONS))?;
     if let Some(unknown) = permissions
         .iter()
         .flatten()
@@ -355,7 +357,7 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
     let ttl = match m.get("expiresInSec") {
         None => limits.token_default_ttl_secs,
         Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
-            Ok(n) if (1..=limits.token_max_ttl_secs).contains(&n) => n,
+            Ok(n) if (1..=limits.token_max_ttl_secs).contains(&n) || unlimited => n,
             _ => {
                 return bad(format!(
                     "`expiresInSec` must be an integer from 1 to {}",

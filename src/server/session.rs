@@ -238,10 +238,17 @@ async fn start_session<S: Transport>(
 ) {
     let a = match admitted {
         Ok(a) => a,
-        Err((code, reason)) => return close_with(&mut ws, code, reason).await,
+        Err((code, reason)) => {
+            if sh.faults.has(Fault::WelcomeBeforeRefusal) {
+                let w = frame::welcome_text("refused", Some(None), sh.clock.now_s(), 65536, None);
+                let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(w.into()))).await;
+            }
+            return close_with(&mut ws, code, reason).await;
+        }
     };
+    let f = sh.faults;
     // CONN-6 steps 4 and 5.
-    if a.app.suspended.load(Ordering::Acquire) {
+    if a.app.suspended.load(Ordering::Acquire) && !f.has(Fault::SuspendedAdmitted) {
         return close_with(
             &mut ws,
             close::ACCOUNT_SUSPENDED,
@@ -250,18 +257,22 @@ async fn start_session<S: Transport>(
         .await;
     }
     if !a.app.admit() {
-        return close_with(
-            &mut ws,
-            close::OVER_CONCURRENT_LIMIT,
-            close_reason(close::OVER_CONCURRENT_LIMIT),
-        )
-        .await;
+        if f.has(Fault::ConcurrencyLimitOff) {
+            a.app.usage.concurrent.fetch_add(1, Ordering::AcqRel);
+        } else {
+            return close_with(
+                &mut ws,
+                close::OVER_CONCURRENT_LIMIT,
+                close_reason(close::OVER_CONCURRENT_LIMIT),
+            )
+            .await;
+        }
     }
     let mut conn = Conn::new(
         sh.next_id(),
         &a.peer_id,
         a.peer_metadata.clone(),
-        a.actions.contains(Action::Presence),
+        a.actions.contains(Action::Presence) || f.has(Fault::PresenceWithoutAction),
     );
     if sh.faults.has(Fault::MetadataLeaks) && a.metadata.is_some() {
         conn.entry = entry_text(&a.peer_id, a.metadata.as_deref()).into();
@@ -274,11 +285,16 @@ async fn start_session<S: Transport>(
         scope: a.scope.clone(),
         actions: a.actions,
         subs: Vec::new(),
-        bucket: a.app.rate.map(Bucket::new),
+        bucket: a.app.rate.map(|r| {
+            let mut b = Bucket::new(r);
+            if f.has(Fault::RateBucketHalf) {
+                b.tokens /= 2.0;
+            }
+            b
+        }),
         published: false,
     };
     // The welcome is queued before the connection becomes reachable, so it is first (ORD-1).
-    let f = sh.faults;
     if f.has(Fault::FrameBeforeWelcome) {
         push(
             &sh,
@@ -290,14 +306,22 @@ async fn start_session<S: Transport>(
     if f.has(Fault::WelcomeTwice) {
         push(&sh, &conn, welcome_text(&sh, &a).into());
     }
+    if f.has(Fault::AppPings) {
+        push(&sh, &conn, r#"{"type":"ping"}"#.into());
+    }
+    if f.has(Fault::KeepalivePong) {
+        push(&sh, &conn, r#"{"type":"pong"}"#.into());
+    }
     a.app.hub.register(&conn);
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
     // Registered after a shutdown or a suspension swept the hub: close like everyone else.
     if sh.is_shutting_down() {
         conn.out.request_close(close::GOING_AWAY);
-    } else if a.app.suspended.load(Ordering::Acquire) {
+    } else if a.app.suspended.load(Ordering::Acquire) && !f.has(Fault::SuspendedAdmitted) {
         conn.out.request_close(close::ACCOUNT_SUSPENDED);
     }
+    let publishable_expiry = (a.expires_at.is_none() && f.has(Fault::PublishableExpires))
+        .then(|| Instant::now() + Duration::from_secs(1));
     let expiry = a
         .expires_at
         .filter(|_| !a.expired_admitted && !sh.faults.has(Fault::NoExpiryClose))
@@ -305,7 +329,8 @@ async fn start_session<S: Transport>(
             let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
             // An `exp` centuries away does not fit an Instant: such a token never expires here.
             Instant::now().checked_add(Duration::from_millis(left_ms.max(0) as u64))
-        });
+        })
+        .or(publishable_expiry);
     drop(a);
     tokio::spawn(live(ws, s, expiry, guard));
 }
@@ -358,24 +383,46 @@ async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &C
             let mut batch = VecDeque::new();
             conn.out.take(Instant::now(), &mut batch, usize::MAX);
             // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
-            let wire = Wire::new(sh.variants);
+            let wire = Wire::new(sh.variants, sh.faults);
             let _ = timeout(
                 Duration::from_millis(250),
                 write_batch(ws, &mut batch, wire),
             )
             .await;
-            if !sh.faults.has(Fault::NoGoingAway) {
-                let ga = ServerFrame::GoingAway {
-                    retry_after_ms: sh.limits.going_away_retry_after_ms,
-                }
-                .to_text();
+            let f = sh.faults;
+            if !f.has(Fault::NoGoingAway) {
+                let retry_after_ms = if f.has(Fault::GoingAwayZeroRetry) {
+                    0
+                } else {
+                    sh.limits.going_away_retry_after_ms
+                };
+                let ga = ServerFrame::GoingAway { retry_after_ms }.to_text();
                 let mut last = VecDeque::from([Item {
                     text: ga.into(),
                     due: None,
                 }]);
+                if f.has(Fault::FramesAfterGoingAway) {
+                    last.push_back(Item {
+                        text: r#"{"type":"pong"}"#.into(),
+                        due: None,
+                    });
+                }
                 let _ = timeout(Duration::from_millis(100), write_batch(ws, &mut last, wire)).await;
             }
-            close_with(ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
+            let code = if f.has(Fault::GoingAwayCloses1000) {
+                close::NORMAL
+            } else {
+                close::GOING_AWAY
+            };
+            close_with(ws, code, close_reason(code)).await;
+        }
+        End::Close(close::TOKEN_EXPIRED) if sh.faults.has(Fault::ExpiryGoingAway) => {
+            let ga = ServerFrame::GoingAway {
+                retry_after_ms: sh.limits.going_away_retry_after_ms,
+            };
+            let text = ga.to_text().into();
+            let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(text))).await;
+            close_with(ws, close::TOKEN_EXPIRED, close_reason(close::TOKEN_EXPIRED)).await;
         }
         End::Close(code) => close_with(ws, code, close_reason(code)).await,
         End::PeerClosed => {
@@ -506,7 +553,7 @@ impl Session {
     {
         let conn = self.conn.clone();
         let variants = self.sh.variants;
-        let wire = Wire::new(variants);
+        let wire = Wire::new(variants, self.sh.faults);
         let coalesce = variants.has(Variant::WritesCoalesced);
         let ping_every = if variants.has(Variant::PingsFrequent) {
             FREQUENT_PING
@@ -657,6 +704,10 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
         if !self.rate_ok() {
+            if self.sh.faults.has(Fault::RateErrorFrame) {
+                self.push(r#"{"type":"error","code":"over_message_rate"}"#.into());
+                return None;
+            }
             return Some(End::Close(close::OVER_MESSAGE_RATE));
         }
         let max = self.app.max_message_size;

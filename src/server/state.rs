@@ -473,6 +473,14 @@ impl Shared {
         read(&self.publishable_keys).get(id).cloned()
     }
 
+    /// Any publishable key (the `publishable-unknown-accepted` fault admits with it).
+    pub fn first_publishable_key(&self) -> Option<Arc<PublishableKey>> {
+        read(&self.publishable_keys)
+            .values()
+            .min_by_key(|k| k.id.clone())
+            .cloned()
+    }
+
     /// The first configured secret key (the `accept-unknown-kid` fault verifies with it).
     pub fn first_secret_key(&self) -> Option<Arc<SecretKey>> {
         read(&self.first_secret_key).clone()
