@@ -191,6 +191,9 @@ fn verify_token(sh: &Shared, token: &str) -> Result<Admitted, Refusal> {
                 .flatten()
         })
         .ok_or((close::INVALID_TOKEN, "key not found"))?;
+    if f.has(Fault::RestKickRevokes) && kicked(sh, &key.app.id, token) {
+        return Err(BAD);
+    }
     if f.has(Fault::AccountCheckedFirst) && key.app.suspended.load(Ordering::Acquire) {
         return Err((close::ACCOUNT_SUSPENDED, "account suspended"));
     }
@@ -234,7 +237,7 @@ fn verify_token(sh: &Shared, token: &str) -> Result<Admitted, Refusal> {
     let token_scope = v
         .channels
         .as_ref()
-        .map(|c| c.iter().map(|p| Matcher::new(p)).collect());
+        .map(|c| c.iter().map(|p| Matcher::with_faults(p, f)).collect());
     Ok(Admitted {
         app: key.app.clone(),
         peer_id: v.sub.unwrap_or_else(|| Uuid::new_v4().to_string()),
@@ -316,4 +319,18 @@ fn relax_claims(
         None => {}
     }
     Ok(v)
+}
+
+/// Whether the token's `sub` was kicked in `app` (the `rest-kick-revokes` fault).
+fn kicked(sh: &Shared, app: &str, token: &str) -> bool {
+    let sub = unverified_claims(token).and_then(|c| {
+        c.get("sub")
+            .and_then(|s| serde_json::from_str::<String>(s.get()).ok())
+    });
+    let set = sh
+        .fault_state
+        .kicked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    sub.is_some_and(|s| set.contains(&(app.to_owned(), s)))
 }

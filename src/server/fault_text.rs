@@ -146,6 +146,57 @@ pub fn close_code(f: FaultSet, code: u16) -> u16 {
     }
 }
 
+/// A channel pattern as the pattern faults read it (PAT-2…6), by rewriting its text:
+/// single `*` becomes `**` (`pattern-star-crosses-slash`), runs of two or more become
+/// `*` (`pattern-double-star-stops-at-slash`), runs of three or more become `*`
+/// (`pattern-star-runs`), backslashes are doubled so they escape nothing
+/// (`pattern-no-escape`), and `**` is appended (`pattern-unanchored`).
+pub fn faulted_pattern(f: FaultSet, pattern: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let stars = f.has(Fault::PatternStarCrossesSlash)
+        || f.has(Fault::PatternDoubleStarStopsAtSlash)
+        || f.has(Fault::PatternStarRuns);
+    if !stars && !f.has(Fault::PatternNoEscape) && !f.has(Fault::PatternUnanchored) {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if f.has(Fault::PatternNoEscape) => out.push_str("\\\\"),
+            '\\' => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
+            '*' => {
+                let mut run = 1;
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                    run += 1;
+                }
+                let written = match run {
+                    1 if f.has(Fault::PatternStarCrossesSlash) => "**",
+                    2.. if f.has(Fault::PatternDoubleStarStopsAtSlash) => "*",
+                    3.. if f.has(Fault::PatternStarRuns) => "*",
+                    _ => "",
+                };
+                if written.is_empty() {
+                    (0..run).for_each(|_| out.push('*'));
+                } else {
+                    out.push_str(written);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    if f.has(Fault::PatternUnanchored) {
+        out.push_str("**");
+    }
+    Cow::Owned(out)
+}
+
 /// Whether a fault accepts `channel`, which SPEC refuses (LIM-6, LIM-17, LIM-18):
 /// `long-channel-accepted` (over 256 bytes), `channel-length-in-chars` (over 256 bytes
 /// but not characters), `control-chars-in-channel`.
@@ -213,6 +264,19 @@ mod tests {
             with_member(t, "to", Some("1")).unwrap(),
             r#"{"type":"pong","requestId":"p","x":{"b":1,"a":2},"to":1}"#
         );
+    }
+
+    #[test]
+    fn pattern_faults_rewrite_the_text() {
+        let f = |name: &str, p: &str| {
+            faulted_pattern(FaultSet::parse(&[name]).unwrap(), p).into_owned()
+        };
+        assert_eq!(f("pattern-star-crosses-slash", "a/*/b/**"), "a/**/b/**");
+        assert_eq!(f("pattern-double-star-stops-at-slash", "a/**"), "a/*");
+        assert_eq!(f("pattern-star-runs", "a***b**"), "a*b**");
+        assert_eq!(f("pattern-no-escape", r"a\*"), r"a\\*");
+        assert_eq!(f("pattern-unanchored", "room"), "room**");
+        assert_eq!(faulted_pattern(FaultSet::NONE, "a*"), "a*");
     }
 
     #[test]

@@ -184,6 +184,8 @@ pub struct Hub {
     channels: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
     wildcards: RwLock<Vec<WildSub>>,
     peers: Mutex<HashMap<Arc<str>, Vec<Arc<Conn>>>>,
+    /// Set by the `over-quota-stops-delivery` fault once the app refused a message.
+    pub frozen: std::sync::atomic::AtomicBool,
 }
 
 fn entry_for(f: FaultSet, peer_id: &str, entry: &Arc<str>) -> Arc<str> {
@@ -195,6 +197,13 @@ fn entry_for(f: FaultSet, peer_id: &str, entry: &Arc<str>) -> Arc<str> {
 }
 
 impl Hub {
+    /// The `over-quota-stops-delivery` fault holds: deliver nothing (bitmask first, so
+    /// the clean server never loads the flag).
+    fn frozen(&self, f: FaultSet) -> bool {
+        f.has(Fault::OverQuotaStopsDelivery)
+            && self.frozen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Channel>>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -370,9 +379,20 @@ impl Hub {
                         presence_text(&ch.name_json, &[&conn.entry], Some(&[])),
                     );
                 }
-                snapshot.into_iter().for_each(|t| push(sh, conn, t));
+                match snapshot {
+                    Some(t) if f.has(Fault::SnapshotLate) => {
+                        let (conn, t) = (conn.clone(), t.clone());
+                        let queue = sh.limits.queue;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            conn.out.push(t, queue);
+                        });
+                    }
+                    Some(t) => push(sh, conn, t),
+                    None => {}
+                }
             }
-            if joined && !f.has(Fault::PresenceNoJoin) {
+            if joined && !f.has(Fault::PresenceNoJoin) && !self.frozen(f) {
                 let entry = match inner.present.get(&conn.peer_id) {
                     Some(p) if !f.has(Fault::PresencePerConnection) => p.entry.clone(),
                     _ => conn.entry.clone(),
@@ -446,8 +466,12 @@ impl Hub {
             if let Some(ack) = ack {
                 push(sh, conn, ack);
             }
-            if announce && !suppressed {
-                let entry = entry_for(f, &conn.peer_id, &entry);
+            if announce && !suppressed && !self.frozen(f) {
+                let entry = if f.has(Fault::LeaveWithoutMetadata) {
+                    entry_text(&conn.peer_id, None).into()
+                } else {
+                    entry_for(f, &conn.peer_id, &entry)
+                };
                 let delta = presence_text(&ch.name_json, &[], Some(&[&entry]));
                 for sub in inner.subs.values() {
                     if sub.conn.presence && !sub.ghost {
@@ -489,7 +513,7 @@ impl Hub {
             None => list.push(WildSub {
                 conn: conn.clone(),
                 pattern: pattern.into(),
-                matcher: Pattern::new(pattern),
+                matcher: Pattern::new(&super::fault_text::faulted_pattern(f, pattern)),
                 include_meta,
                 scope: scope.clone(),
             }),
@@ -581,6 +605,9 @@ impl Hub {
             }
         };
 
+        if self.frozen(f) {
+            return 0;
+        }
         // The `same-peer-excluded` fault skips the publisher's other connections too.
         let skip_peer = (exclude.is_some() && f.has(Fault::SamePeerExcluded)).then_some(from);
         let excluded = |c: &Conn| Some(c.id) == exclude || skip_peer == Some(&*c.peer_id);
@@ -601,6 +628,9 @@ impl Hub {
                 if !excluded(&sub.conn) {
                     deliver(&sub.conn, text_for(sub.include_meta));
                     n += 1;
+                    if exclude.is_none() && f.has(Fault::RestPublishOneRecipient) {
+                        break;
+                    }
                 }
             }
             return n;
@@ -642,6 +672,9 @@ impl Hub {
         to: &str,
         text: impl FnOnce() -> Utf8Bytes,
     ) -> usize {
+        if self.frozen(sh.faults) {
+            return 0;
+        }
         let peers = self.peers();
         let Some(list) = peers.get(to) else { return 0 };
         let mut text = Some(text);
@@ -658,6 +691,29 @@ impl Hub {
             }
         }
         n
+    }
+
+    /// Makes `peer_id` present in `name` without a connection (the
+    /// `rest-publish-subscribes` fault); it stays until the channel is forgotten.
+    pub fn phantom_presence(&self, name: &str, peer_id: &str) {
+        let ch = self.channel_or_create(name);
+        let mut inner = ch.lock();
+        if inner.dead || inner.present.contains_key(peer_id) {
+            return;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let entry: Arc<str> = entry_text(peer_id, None).into();
+        let peer: Arc<str> = peer_id.into();
+        inner.order.insert(seq, peer.clone());
+        inner.present.insert(
+            peer,
+            Present {
+                count: 1,
+                seq,
+                entry,
+            },
+        );
     }
 
     /// Whether channel `name` has subscribers (the `subscribe-needs-existing-channel`

@@ -124,6 +124,28 @@ impl Session {
         }
     }
 
+    /// The `subscriptions-restored` fault: a peer's new connection silently gets every
+    /// channel an earlier connection of the peer subscribed to (remembered at subscribe
+    /// time, so it does not matter when the old connection's close is processed).
+    pub(super) fn restore_subscriptions(&mut self) {
+        let key = (self.app.id.clone(), self.conn.peer_id.to_string());
+        let held = {
+            let restore = self
+                .sh
+                .fault_state
+                .restore
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            restore.get(&key).cloned().unwrap_or_default()
+        };
+        for channel in held {
+            self.app
+                .hub
+                .subscribe(&self.sh, &self.conn, &channel, false, None);
+            self.subs.push(channel);
+        }
+    }
+
     /// Checks 8-10 of §7.1 for subscribe and publish.
     fn authorize(
         &self,
@@ -231,6 +253,19 @@ impl Session {
         } else {
             hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
         }
+        if f.has(Fault::SubscriptionsRestored) && !is_wildcard(&channel) {
+            let key = (self.app.id.clone(), self.conn.peer_id.to_string());
+            let mut restore = self
+                .sh
+                .fault_state
+                .restore
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let held = restore.entry(key).or_default();
+            if !held.iter().any(|c| **c == *channel) {
+                held.push(channel.as_str().into());
+            }
+        }
         if !held {
             self.subs.push(channel.into());
         }
@@ -266,6 +301,9 @@ impl Session {
         let overages = self.app.usage.overage_messages.load(Ordering::Relaxed);
         let ok = self.app.charge_message() || f.has(Fault::QuotaIgnored);
         let overage = self.app.usage.overage_messages.load(Ordering::Relaxed) != overages;
+        if !ok && f.has(Fault::OverQuotaStopsDelivery) {
+            self.app.hub.frozen.store(true, Ordering::Relaxed);
+        }
         if !ok || (overage && f.has(Fault::OveragesRefused)) {
             self.error(
                 ErrorCode::OverMessageQuota,

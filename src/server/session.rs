@@ -278,7 +278,7 @@ async fn start_session<S: Transport>(
         conn.entry = entry_text(&a.peer_id, a.metadata.as_deref()).into();
     }
     let conn = Arc::new(conn);
-    let s = Session {
+    let mut s = Session {
         sh: sh.clone(),
         app: a.app.clone(),
         conn: conn.clone(),
@@ -313,6 +313,9 @@ async fn start_session<S: Transport>(
         push(&sh, &conn, r#"{"type":"pong"}"#.into());
     }
     a.app.hub.register(&conn);
+    if f.has(Fault::SubscriptionsRestored) {
+        s.restore_subscriptions();
+    }
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
     // Registered after a shutdown or a suspension swept the hub: close like everyone else.
     if sh.is_shutting_down() {
