@@ -271,7 +271,7 @@ pub fn render_with(
         .collect();
     let _ = writeln!(
         out,
-        "Faults: {} switches; of the {observable} observable server-side MUSTs {} are broken by a fault, {} have a written reason why none can be built, {} have no fault yet{}.",
+        "Faults: {} switches. Observable server-side MUSTs ({observable}): broken by a fault {}, a written reason why no fault can be built {}, no fault yet {}{}.",
         faults.len(),
         count(|s| matches!(s, FaultStatus::Faults(_))),
         count(|s| matches!(s, FaultStatus::Reason(_))),

@@ -193,6 +193,7 @@ faults! {
     Rest201 = "rest-201" ["REST-10"]: "successful REST POSTs answer 201 instead of 200",
     RestBodyUnlimited = "rest-body-unlimited" ["LIM-12"]: "REST bodies over 32 KB are accepted",
     RestUsageAuth500 = "rest-usage-auth-500" ["REST-52"]: "GET /v1/usage answers bad credentials with 500 instead of 401",
+    ErrorFrameBeforeAuthClose = "error-frame-before-auth-close" ["ERRF-4"]: "an invalid_token / token_expired / account_suspended error frame precedes the 4001 / 4002 / 4012 close",
 }
 
 impl Fault {

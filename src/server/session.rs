@@ -239,6 +239,18 @@ async fn start_session<S: Transport>(
     let a = match admitted {
         Ok(a) => a,
         Err((code, reason)) => {
+            let code_name = match code {
+                close::INVALID_TOKEN => Some("invalid_token"),
+                close::TOKEN_EXPIRED => Some("token_expired"),
+                close::ACCOUNT_SUSPENDED => Some("account_suspended"),
+                _ => None,
+            };
+            if let Some(name) =
+                code_name.filter(|_| sh.faults.has(Fault::ErrorFrameBeforeAuthClose))
+            {
+                let e = format!(r#"{{"type":"error","code":"{name}"}}"#);
+                let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(e.into()))).await;
+            }
             if sh.faults.has(Fault::WelcomeBeforeRefusal) {
                 let w = frame::welcome_text("refused", Some(None), sh.clock.now_s(), 65536, None);
                 let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(w.into()))).await;
