@@ -25,6 +25,8 @@ use crate::proto::frame::message_text;
 use crate::proto::limits::is_reserved;
 use crate::proto::pattern::Pattern;
 
+mod faulted;
+
 /// The shared half of one WebSocket connection: identity and outbound queue.
 #[derive(Debug)]
 pub struct Conn {
@@ -693,62 +695,6 @@ impl Hub {
         n
     }
 
-    /// Makes `peer_id` present in `name` without a connection (the
-    /// `rest-publish-subscribes` fault); it stays until the channel is forgotten.
-    pub fn phantom_presence(&self, name: &str, peer_id: &str) {
-        let ch = self.channel_or_create(name);
-        let mut inner = ch.lock();
-        if inner.dead || inner.present.contains_key(peer_id) {
-            return;
-        }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let entry: Arc<str> = entry_text(peer_id, None).into();
-        let peer: Arc<str> = peer_id.into();
-        inner.order.insert(seq, peer.clone());
-        inner.present.insert(
-            peer,
-            Present {
-                count: 1,
-                seq,
-                entry,
-            },
-        );
-    }
-
-    /// Whether channel `name` has subscribers (the `subscribe-needs-existing-channel`
-    /// fault refuses the first subscriber).
-    pub fn exists(&self, name: &str) -> bool {
-        self.channel(name)
-            .is_some_and(|ch| !ch.lock().subs.is_empty())
-    }
-
-    /// Whether `conn` holds a channel in which peer `peer_id` is present (the
-    /// `send-needs-shared-channel` fault).
-    pub fn shares_channel(&self, conn: &Conn, peer_id: &str) -> bool {
-        let channels: Vec<Arc<Channel>> = self.channels().values().cloned().collect();
-        channels.iter().any(|ch| {
-            let inner = ch.lock();
-            inner.subs.contains_key(&conn.id) && inner.present.contains_key(peer_id)
-        })
-    }
-
-    /// Removes what the `unsubscribe-keeps-delivering` fault left of `conn` (on its close).
-    pub fn drop_ghosts(&self, conn: &Conn) {
-        let channels: Vec<(Arc<str>, Arc<Channel>)> = self
-            .channels()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (name, ch) in channels {
-            let mut inner = ch.lock();
-            if inner.subs.get(&conn.id).is_some_and(|s| s.ghost) {
-                inner.subs.remove(&conn.id);
-                self.forget_if_empty(&name, &ch, &mut inner);
-            }
-        }
-    }
-
     /// Presence entries of `name` in the order peers became present (REST-21/22); with
     /// `per_connection` one entry per subscribed connection (the fault switch).
     pub fn peers_in(&self, name: &str, per_connection: bool) -> Vec<Arc<str>> {
@@ -769,92 +715,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::config::Config;
-    use std::collections::VecDeque;
-
-    fn drain(c: &Conn) -> Vec<String> {
-        let mut out = VecDeque::new();
-        c.out.take(Instant::now(), &mut out, usize::MAX);
-        out.into_iter()
-            .map(|i| i.text.as_str().to_owned())
-            .collect()
-    }
-
-    fn conn(id: u64, peer: &str, meta: Option<&str>) -> Arc<Conn> {
-        let meta = meta.map(|m| RawValue::from_string(m.into()).unwrap());
-        Arc::new(Conn::new(id, peer, meta, true))
-    }
-
-    #[test]
-    fn presence_is_refcounted_per_peer() {
-        let sh = Shared::new(&Config::dev());
-        let hub = Hub::default();
-        let a = conn(1, "a", Some(r#"{"n":1}"#));
-        let b1 = conn(2, "b", None);
-        let b2 = conn(3, "b", None);
-        hub.subscribe(&sh, &a, "room", false, Some("ack-a".into()));
-        assert_eq!(
-            drain(&a),
-            [
-                "ack-a",
-                r#"{"type":"presence","channel":"room","joined":[],"left":[]}"#
-            ]
-        );
-        hub.subscribe(&sh, &b1, "room", false, None);
-        assert_eq!(
-            drain(&b1),
-            [
-                r#"{"type":"presence","channel":"room","joined":[{"peerId":"a","metadata":{"n":1}}],"left":[]}"#
-            ]
-        );
-        assert_eq!(
-            drain(&a),
-            [r#"{"type":"presence","channel":"room","joined":[{"peerId":"b"}],"left":[]}"#]
-        );
-        hub.subscribe(&sh, &b2, "room", false, None);
-        assert_eq!(
-            drain(&a),
-            Vec::<String>::new(),
-            "second tab is not announced"
-        );
-        hub.unsubscribe(&sh, &b1, "room", None, Leave::Unsubscribe);
-        assert_eq!(drain(&a), Vec::<String>::new(), "b is still present");
-        hub.unsubscribe(&sh, &b2, "room", None, Leave::Disconnect);
-        assert_eq!(
-            drain(&a),
-            [r#"{"type":"presence","channel":"room","joined":[],"left":[{"peerId":"b"}]}"#]
-        );
-        assert_eq!(hub.peers_in("room", false).len(), 1);
-        hub.unsubscribe(&sh, &a, "room", None, Leave::Unsubscribe);
-        assert!(hub.channels().is_empty(), "empty channels are forgotten");
-    }
-
-    #[test]
-    fn publish_excludes_sender_and_dedups_wildcards() {
-        let sh = Shared::new(&Config::dev());
-        let hub = Hub::default();
-        let a = conn(1, "a", Some(r#"{"n":1}"#));
-        let b = conn(2, "b", None);
-        let scope = Arc::new(Scope {
-            key: vec![crate::server::state::Matcher::All].into(),
-            token: None,
-        });
-        hub.subscribe(&sh, &a, "room-1", false, None);
-        hub.subscribe(&sh, &b, "room-1", false, None);
-        hub.subscribe_wildcard(&sh, &b, "room-*", true, &scope, None);
-        drain(&a);
-        drain(&b);
-        let data = RawValue::from_string("1".into()).unwrap();
-        let meta = RawValue::from_string(r#"{"n":1}"#.into()).unwrap();
-        let n = hub.publish(&sh, Some(1), 1, "room-1", "a", &data, Some(&meta));
-        assert_eq!(n, 1);
-        assert_eq!(drain(&a), Vec::<String>::new());
-        assert_eq!(
-            drain(&b),
-            [r#"{"type":"message","channel":"room-1","from":"a","data":1,"fromMetadata":{"n":1}}"#]
-        );
-        assert_eq!(hub.publish(&sh, None, 9, "_system/x", "s", &data, None), 0);
-    }
-}
+mod tests;

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod admit;
+mod closing;
 pub mod config;
 pub mod delay;
 pub mod fault_text;
