@@ -593,8 +593,9 @@ impl Hub {
             });
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
+        let limited = f.has(Fault::OutboundLimited);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
-            if f.has(Fault::OutboundLimited) && text.len() > sh.limits.max_message_size {
+            if limited && text.len() > sh.limits.max_message_size {
                 return;
             }
             let due = injected_due.max(sh.variant_delay());
@@ -626,11 +627,12 @@ impl Hub {
         if !wild_on || !wild.iter().any(|w| matches(&w)) {
             let Some(subs) = subs else { return 0 };
             let mut n = 0;
+            let one = exclude.is_none() && f.has(Fault::RestPublishOneRecipient);
             for sub in subs.values() {
                 if !excluded(&sub.conn) {
                     deliver(&sub.conn, text_for(sub.include_meta));
                     n += 1;
-                    if exclude.is_none() && f.has(Fault::RestPublishOneRecipient) {
+                    if one {
                         break;
                     }
                 }

@@ -298,13 +298,18 @@ impl Session {
     /// Checks 12 and the injected backend fault for publish and send.
     fn charge(&self, rid: &Option<String>) -> bool {
         let f = self.sh.faults;
-        let overages = self.app.usage.overage_messages.load(Ordering::Relaxed);
+        // Only the `overages-refused` fault needs to know whether this one was an overage.
+        let usage = &self.app.usage;
+        let overages = f
+            .has(Fault::OveragesRefused)
+            .then(|| usage.overage_messages.load(Ordering::Relaxed));
         let ok = self.app.charge_message() || f.has(Fault::QuotaIgnored);
-        let overage = self.app.usage.overage_messages.load(Ordering::Relaxed) != overages;
+        let overage =
+            overages.is_some_and(|before| usage.overage_messages.load(Ordering::Relaxed) != before);
         if !ok && f.has(Fault::OverQuotaStopsDelivery) {
             self.app.hub.frozen.store(true, Ordering::Relaxed);
         }
-        if !ok || (overage && f.has(Fault::OveragesRefused)) {
+        if !ok || overage {
             self.error(
                 ErrorCode::OverMessageQuota,
                 rid.clone(),
