@@ -232,6 +232,18 @@ pub fn fault_names() -> Vec<String> {
         .collect()
 }
 
+/// Each fault switch with the SPEC rules it breaks, for `conform --coverage` and the
+/// self-check.
+pub fn fault_rules() -> Vec<(String, Vec<String>)> {
+    server::Fault::ALL
+        .iter()
+        .map(|f| {
+            let rules = f.rules().iter().map(|r| r.to_string()).collect();
+            (f.name().to_owned(), rules)
+        })
+        .collect()
+}
+
 /// Names of the reference server's legal variants (`stampede serve --list-variants`),
 /// for the conformance self-check.
 pub fn variant_names() -> Vec<String> {

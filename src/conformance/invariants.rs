@@ -5,6 +5,12 @@
 
 use serde_json::Value;
 
+/// Rules every case checks on every frame it receives (violations fail the case), so a
+/// case that fails on one of them proves it whatever rules the case itself cites.
+pub const RULES: &[&str] = &[
+    "FRAME-1", "FRAME-14", "PFR-1", "WEL-1", "WEL-3", "WEL-5", "GA-2", "ORD-1", "DIR-1", "ERRF-2",
+];
+
 /// What one frame revealed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Findings {

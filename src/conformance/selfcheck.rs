@@ -2,7 +2,8 @@
 //! the clean reference server (all must pass), against every legal variant — a correct
 //! server built differently — (all must pass, except cases resting on a `[choice]` the
 //! variant departs from, which are skipped and counted), and against one embedded server
-//! per fault switch (at least one must case must fail), several runs at a time. It prints
+//! per fault switch (a must case citing a rule the fault names must fail), several runs
+//! at a time. It prints
 //! a variant table and a kill table; a failing variant or a surviving fault fails the
 //! command.
 
@@ -110,7 +111,12 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
     let over_fired = run_variants(&musts, &args, jobs, &stop).await?;
 
     let faults = fault_names();
-    println!("\n{} faults, {PARALLEL_FAULTS} at a time:", faults.len());
+    let named: std::collections::HashMap<String, Vec<String>> =
+        crate::embedded::fault_rules().into_iter().collect();
+    println!(
+        "\n{} faults, {PARALLEL_FAULTS} at a time, each against the must cases citing a rule it breaks:",
+        faults.len()
+    );
     // Failing cases wait out `--timeout-ms`; more of them at once keeps a run short.
     let per_run_jobs = jobs.max(16) * 2;
     let mut table: Vec<(String, anyhow::Result<Vec<String>>)> = Vec::new();
@@ -120,7 +126,9 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
     loop {
         while set.len() < PARALLEL_FAULTS && !stop.is_stopped() {
             let Some(fault) = queue.next() else { break };
-            let (cases, args, stop) = (musts.clone(), args.clone(), stop.clone());
+            let rules = named.get(&fault).cloned().unwrap_or_default();
+            let cases = cases_citing(&musts, &rules);
+            let (args, stop) = (args.clone(), stop.clone());
             set.spawn(async move {
                 let r = run_against(
                     vec![fault.clone()],
@@ -182,6 +190,15 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
         };
         println!("{fault:<34} {what}");
     }
+    let unproven = unproven_pairs(&table, &musts)?;
+    if !unproven.is_empty() {
+        println!(
+            "\nfaults killed, but not by a case citing a rule they name (the --coverage pairing is then unproven):"
+        );
+        for (fault, rule) in &unproven {
+            println!("  {fault:<34} {rule}");
+        }
+    }
     let killed = table.len() - survived;
     println!(
         "\n{killed}/{} faults killed ({:.0}%), self-check took {:.1} s",
@@ -198,11 +215,37 @@ pub async fn run(cases: Vec<Arc<Case>>, args: &ConformArgs, stop: Stop) -> anyho
             "self-check FAILED: the suite fails {over_fired} legal variant(s) of a correct server"
         );
     }
-    Ok(if survived == 0 && over_fired == 0 {
+    if !unproven.is_empty() {
+        println!(
+            "self-check FAILED: {} fault/rule pair(s) unproven",
+            unproven.len()
+        );
+    }
+    Ok(if survived == 0 && over_fired == 0 && unproven.is_empty() {
         0
     } else {
         1
     })
+}
+
+/// The must cases that can prove a fault: those citing a rule it breaks, or a rule every
+/// case checks on every frame (`invariants::RULES`). A fault must be killed by one of
+/// them anyway (`unproven_pairs`), so running only these gives the same verdict in a
+/// fraction of the time. A fault naming no cited rule runs against every must case.
+fn cases_citing(musts: &[Arc<Case>], rules: &[String]) -> Vec<Arc<Case>> {
+    let every_case = rules
+        .iter()
+        .any(|r| super::invariants::RULES.contains(&r.as_str()));
+    let citing: Vec<Arc<Case>> = musts
+        .iter()
+        .filter(|c| every_case || c.spec.iter().any(|r| rules.contains(r)))
+        .cloned()
+        .collect();
+    if citing.is_empty() {
+        musts.to_vec()
+    } else {
+        citing
+    }
 }
 
 /// What one variant run showed.
@@ -310,4 +353,45 @@ async fn run_variants(
         }
     }
     Ok(over_fired)
+}
+
+/// (fault, rule) pairs where the fault names a wire-observable server MUST but no case
+/// citing that rule killed it: `--coverage` would claim a proof the run did not give.
+fn unproven_pairs(
+    table: &[(String, anyhow::Result<Vec<String>>)],
+    musts: &[Arc<Case>],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let asked: std::collections::BTreeSet<String> = super::coverage::rules()?
+        .into_iter()
+        .filter(|r| r.side == "server" && r.level == "must" && r.observable)
+        .map(|r| r.id)
+        .collect();
+    let spec_of = |id: &str| {
+        musts
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.spec.clone())
+            .unwrap_or_default()
+    };
+    let named: std::collections::HashMap<String, Vec<String>> =
+        crate::embedded::fault_rules().into_iter().collect();
+    let mut out = Vec::new();
+    for (fault, result) in table {
+        let Ok(killers) = result else { continue };
+        if killers.is_empty() {
+            continue;
+        }
+        // Every case checks the invariant rules on every frame (invariants.rs).
+        let cited: std::collections::BTreeSet<String> = killers
+            .iter()
+            .flat_map(|k| spec_of(k))
+            .chain(super::invariants::RULES.iter().map(|r| r.to_string()))
+            .collect();
+        for rule in named.get(fault).into_iter().flatten() {
+            if asked.contains(rule) && !cited.contains(rule) {
+                out.push((fault.clone(), rule.clone()));
+            }
+        }
+    }
+    Ok(out)
 }

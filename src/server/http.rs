@@ -228,7 +228,12 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
 
 async fn route(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let path = req.uri().path();
-    if path == "/v1" || path == "/v1/" {
+    let endpoint = if sh.faults.has(super::faults::Fault::EndpointMoved) {
+        path == "/ws"
+    } else {
+        path == "/v1" || path == "/v1/"
+    };
+    if endpoint {
         let upgrade = header_has_token(&req, header::UPGRADE, "websocket");
         if sh.is_shutting_down() {
             return error_response(
@@ -264,7 +269,7 @@ async fn route(sh: &Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Re
 
 fn upgrade_ws(sh: &Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) -> Resp {
     // RATE-5: every upgrade request takes one attempt, before anything else is looked at.
-    if !sh.ip_limiter.allow(peer.ip()) {
+    if !sh.ip_limiter.allow(peer.ip()) && !sh.faults.has(super::faults::Fault::IpLimitOff) {
         sh.stats.ip_limited.fetch_add(1, Ordering::Relaxed);
         return error_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -312,6 +317,7 @@ fn upgrade_ws(sh: &Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) ->
         .map(str::to_owned);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let guard = LiveGuard::new(sh);
+    let subprotocol = sh.faults.has(super::faults::Fault::SubprotocolForced);
     let sh = sh.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -326,6 +332,12 @@ fn upgrade_ws(sh: &Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) ->
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        if subprotocol {
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("metered"),
+            );
+        }
     }
     resp
 }

@@ -25,6 +25,8 @@ use crate::proto::frame::message_text;
 use crate::proto::limits::is_reserved;
 use crate::proto::pattern::Pattern;
 
+mod faulted;
+
 /// The shared half of one WebSocket connection: identity and outbound queue.
 #[derive(Debug)]
 pub struct Conn {
@@ -100,6 +102,14 @@ fn presence_text(channel_json: &str, joined: &[&str], left: Option<&[&str]>) -> 
 
 /// Pushes one frame, counting a slow-consumer close if it overflows the queue.
 pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
+    let text = if sh.faults.is_empty() {
+        text
+    } else {
+        match super::fault_text::outbound(sh.faults, text) {
+            Some(t) => t,
+            None => return,
+        }
+    };
     if conn.out.push_due(text, sh.variant_delay(), sh.limits.queue) == Pushed::Overflow {
         count_overflow(sh, conn);
     }
@@ -176,6 +186,8 @@ pub struct Hub {
     channels: Mutex<HashMap<Arc<str>, Arc<Channel>>>,
     wildcards: RwLock<Vec<WildSub>>,
     peers: Mutex<HashMap<Arc<str>, Vec<Arc<Conn>>>>,
+    /// Set by the `over-quota-stops-delivery` fault once the app refused a message.
+    pub frozen: std::sync::atomic::AtomicBool,
 }
 
 fn entry_for(f: FaultSet, peer_id: &str, entry: &Arc<str>) -> Arc<str> {
@@ -187,6 +199,13 @@ fn entry_for(f: FaultSet, peer_id: &str, entry: &Arc<str>) -> Arc<str> {
 }
 
 impl Hub {
+    /// The `over-quota-stops-delivery` fault holds: deliver nothing (bitmask first, so
+    /// the clean server never loads the flag).
+    fn frozen(&self, f: FaultSet) -> bool {
+        f.has(Fault::OverQuotaStopsDelivery)
+            && self.frozen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Channel>>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -294,11 +313,13 @@ impl Hub {
                 continue;
             }
             let inner = &mut *inner;
+            let mut again = false;
             let joined = match inner.subs.get_mut(&conn.id) {
                 Some(sub) if !sub.ghost => {
                     // SUB-7/8: replace the flag, fresh snapshot, no new announcement.
                     sub.include_meta = include_meta;
-                    false
+                    again = true;
+                    f.has(Fault::ResubscribeAnnounces)
                 }
                 _ => {
                     inner.subs.insert(
@@ -332,18 +353,19 @@ impl Hub {
                     announce || f.has(Fault::PresencePerConnection)
                 }
             };
-            let snapshot = conn.presence.then(|| {
-                let entries: Vec<Arc<str>> = inner
-                    .order
-                    .values()
-                    .filter(|p| f.has(Fault::SnapshotIncludesSelf) || **p != conn.peer_id)
-                    .filter_map(|p| inner.present.get(p))
-                    .map(|p| entry_for(f, &conn.peer_id, &p.entry))
-                    .collect();
-                let refs: Vec<&str> = entries.iter().map(|e| &**e).collect();
-                (!(entries.is_empty() && f.has(Fault::SnapshotMissingEmpty)))
-                    .then(|| presence_text(&ch.name_json, &refs, Some(&[])))
-            });
+            let snapshot =
+                (conn.presence && !(again && f.has(Fault::ResubscribeNoSnapshot))).then(|| {
+                    let entries: Vec<Arc<str>> = inner
+                        .order
+                        .values()
+                        .filter(|p| f.has(Fault::SnapshotIncludesSelf) || **p != conn.peer_id)
+                        .filter_map(|p| inner.present.get(p))
+                        .map(|p| entry_for(f, &conn.peer_id, &p.entry))
+                        .collect();
+                    let refs: Vec<&str> = entries.iter().map(|e| &**e).collect();
+                    (!(entries.is_empty() && f.has(Fault::SnapshotMissingEmpty)))
+                        .then(|| presence_text(&ch.name_json, &refs, Some(&[])))
+                });
             let snapshot = snapshot.flatten();
             if f.has(Fault::SnapshotBeforeAck) {
                 snapshot
@@ -351,11 +373,28 @@ impl Hub {
                     .chain(ack)
                     .for_each(|t| push(sh, conn, t));
             } else {
-                ack.into_iter()
-                    .chain(snapshot)
-                    .for_each(|t| push(sh, conn, t));
+                ack.into_iter().for_each(|t| push(sh, conn, t));
+                if f.has(Fault::SelfJoinBeforeSnapshot) && snapshot.is_some() {
+                    push(
+                        sh,
+                        conn,
+                        presence_text(&ch.name_json, &[&conn.entry], Some(&[])),
+                    );
+                }
+                match snapshot {
+                    Some(t) if f.has(Fault::SnapshotLate) => {
+                        let (conn, t) = (conn.clone(), t.clone());
+                        let queue = sh.limits.queue;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            conn.out.push(t, queue);
+                        });
+                    }
+                    Some(t) => push(sh, conn, t),
+                    None => {}
+                }
             }
-            if joined && !f.has(Fault::PresenceNoJoin) {
+            if joined && !f.has(Fault::PresenceNoJoin) && !self.frozen(f) {
                 let entry = match inner.present.get(&conn.peer_id) {
                     Some(p) if !f.has(Fault::PresencePerConnection) => p.entry.clone(),
                     _ => conn.entry.clone(),
@@ -370,6 +409,16 @@ impl Hub {
                 for sub in inner.subs.values() {
                     if sub.conn.id != conn.id && sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
+                        if f.has(Fault::PresenceSampled) {
+                            break;
+                        }
+                    }
+                }
+                if f.has(Fault::WildcardGetsPresence) {
+                    for w in self.wild_read().iter() {
+                        if w.conn.id != conn.id && w.conn.presence && w.matcher.matches(name) {
+                            push(sh, &w.conn, delta.clone());
+                        }
                     }
                 }
             }
@@ -419,12 +468,19 @@ impl Hub {
             if let Some(ack) = ack {
                 push(sh, conn, ack);
             }
-            if announce && !suppressed {
-                let entry = entry_for(f, &conn.peer_id, &entry);
+            if announce && !suppressed && !self.frozen(f) {
+                let entry = if f.has(Fault::LeaveWithoutMetadata) {
+                    entry_text(&conn.peer_id, None).into()
+                } else {
+                    entry_for(f, &conn.peer_id, &entry)
+                };
                 let delta = presence_text(&ch.name_json, &[], Some(&[&entry]));
                 for sub in inner.subs.values() {
                     if sub.conn.presence && !sub.ghost {
                         push(sh, &sub.conn, delta.clone());
+                        if f.has(Fault::PresenceSampled) {
+                            break;
+                        }
                     }
                 }
             }
@@ -459,7 +515,7 @@ impl Hub {
             None => list.push(WildSub {
                 conn: conn.clone(),
                 pattern: pattern.into(),
-                matcher: Pattern::new(pattern),
+                matcher: Pattern::new(&super::fault_text::faulted_pattern(f, pattern)),
                 include_meta,
                 scope: scope.clone(),
             }),
@@ -537,7 +593,11 @@ impl Hub {
             });
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
+        let limited = f.has(Fault::OutboundLimited);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
+            if limited && text.len() > sh.limits.max_message_size {
+                return;
+            }
             let due = injected_due.max(sh.variant_delay()).max(sh.capacity_due());
             if conn
                 .out
@@ -548,23 +608,33 @@ impl Hub {
             }
         };
 
+        if self.frozen(f) {
+            return 0;
+        }
+        // The `same-peer-excluded` fault skips the publisher's other connections too.
+        let skip_peer = (exclude.is_some() && f.has(Fault::SamePeerExcluded)).then_some(from);
+        let excluded = |c: &Conn| Some(c.id) == exclude || skip_peer == Some(&*c.peer_id);
         let ch = self.channel(name);
         let guard = ch.as_ref().map(|c| c.lock());
         let subs = guard.as_ref().filter(|g| !g.dead).map(|g| &g.subs);
         let wild = self.wild_read();
         let wild_on = !wild.is_empty() && !is_reserved(name);
         let matches = |w: &&WildSub| {
-            Some(w.conn.id) != exclude
+            !excluded(&w.conn)
                 && w.matcher.matches(name)
                 && (f.has(Fault::IgnoreChannelScope) || w.scope.allows(name))
         };
         if !wild_on || !wild.iter().any(|w| matches(&w)) {
             let Some(subs) = subs else { return 0 };
             let mut n = 0;
+            let one = exclude.is_none() && f.has(Fault::RestPublishOneRecipient);
             for sub in subs.values() {
-                if Some(sub.conn.id) != exclude {
+                if !excluded(&sub.conn) {
                     deliver(&sub.conn, text_for(sub.include_meta));
                     n += 1;
+                    if one {
+                        break;
+                    }
                 }
             }
             return n;
@@ -576,7 +646,7 @@ impl Hub {
         let exact = subs
             .into_iter()
             .flat_map(|s| s.values())
-            .filter(|s| Some(s.conn.id) != exclude)
+            .filter(|s| !excluded(&s.conn))
             .map(|s| (&s.conn, s.include_meta));
         let wilds = wild
             .iter()
@@ -606,6 +676,9 @@ impl Hub {
         to: &str,
         text: impl FnOnce() -> Utf8Bytes,
     ) -> usize {
+        if self.frozen(sh.faults) {
+            return 0;
+        }
         let peers = self.peers();
         let Some(list) = peers.get(to) else { return 0 };
         let mut text = Some(text);
@@ -621,24 +694,11 @@ impl Hub {
                 count_overflow(sh, c);
             }
             n += 1;
-        }
-        n
-    }
-
-    /// Removes what the `unsubscribe-keeps-delivering` fault left of `conn` (on its close).
-    pub fn drop_ghosts(&self, conn: &Conn) {
-        let channels: Vec<(Arc<str>, Arc<Channel>)> = self
-            .channels()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (name, ch) in channels {
-            let mut inner = ch.lock();
-            if inner.subs.get(&conn.id).is_some_and(|s| s.ghost) {
-                inner.subs.remove(&conn.id);
-                self.forget_if_empty(&name, &ch, &mut inner);
+            if sh.faults.has(Fault::DirectFirstConnectionOnly) {
+                break;
             }
         }
+        n
     }
 
     /// Presence entries of `name` in the order peers became present (REST-21/22); with
@@ -661,92 +721,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::config::Config;
-    use std::collections::VecDeque;
-
-    fn drain(c: &Conn) -> Vec<String> {
-        let mut out = VecDeque::new();
-        c.out.take(Instant::now(), &mut out, usize::MAX);
-        out.into_iter()
-            .map(|i| i.text.as_str().to_owned())
-            .collect()
-    }
-
-    fn conn(id: u64, peer: &str, meta: Option<&str>) -> Arc<Conn> {
-        let meta = meta.map(|m| RawValue::from_string(m.into()).unwrap());
-        Arc::new(Conn::new(id, peer, meta, true))
-    }
-
-    #[test]
-    fn presence_is_refcounted_per_peer() {
-        let sh = Shared::new(&Config::dev());
-        let hub = Hub::default();
-        let a = conn(1, "a", Some(r#"{"n":1}"#));
-        let b1 = conn(2, "b", None);
-        let b2 = conn(3, "b", None);
-        hub.subscribe(&sh, &a, "room", false, Some("ack-a".into()));
-        assert_eq!(
-            drain(&a),
-            [
-                "ack-a",
-                r#"{"type":"presence","channel":"room","joined":[],"left":[]}"#
-            ]
-        );
-        hub.subscribe(&sh, &b1, "room", false, None);
-        assert_eq!(
-            drain(&b1),
-            [
-                r#"{"type":"presence","channel":"room","joined":[{"peerId":"a","metadata":{"n":1}}],"left":[]}"#
-            ]
-        );
-        assert_eq!(
-            drain(&a),
-            [r#"{"type":"presence","channel":"room","joined":[{"peerId":"b"}],"left":[]}"#]
-        );
-        hub.subscribe(&sh, &b2, "room", false, None);
-        assert_eq!(
-            drain(&a),
-            Vec::<String>::new(),
-            "second tab is not announced"
-        );
-        hub.unsubscribe(&sh, &b1, "room", None, Leave::Unsubscribe);
-        assert_eq!(drain(&a), Vec::<String>::new(), "b is still present");
-        hub.unsubscribe(&sh, &b2, "room", None, Leave::Disconnect);
-        assert_eq!(
-            drain(&a),
-            [r#"{"type":"presence","channel":"room","joined":[],"left":[{"peerId":"b"}]}"#]
-        );
-        assert_eq!(hub.peers_in("room", false).len(), 1);
-        hub.unsubscribe(&sh, &a, "room", None, Leave::Unsubscribe);
-        assert!(hub.channels().is_empty(), "empty channels are forgotten");
-    }
-
-    #[test]
-    fn publish_excludes_sender_and_dedups_wildcards() {
-        let sh = Shared::new(&Config::dev());
-        let hub = Hub::default();
-        let a = conn(1, "a", Some(r#"{"n":1}"#));
-        let b = conn(2, "b", None);
-        let scope = Arc::new(Scope {
-            key: vec![crate::server::state::Matcher::All].into(),
-            token: None,
-        });
-        hub.subscribe(&sh, &a, "room-1", false, None);
-        hub.subscribe(&sh, &b, "room-1", false, None);
-        hub.subscribe_wildcard(&sh, &b, "room-*", true, &scope, None);
-        drain(&a);
-        drain(&b);
-        let data = RawValue::from_string("1".into()).unwrap();
-        let meta = RawValue::from_string(r#"{"n":1}"#.into()).unwrap();
-        let n = hub.publish(&sh, Some(1), 1, "room-1", "a", &data, Some(&meta));
-        assert_eq!(n, 1);
-        assert_eq!(drain(&a), Vec::<String>::new());
-        assert_eq!(
-            drain(&b),
-            [r#"{"type":"message","channel":"room-1","from":"a","data":1,"fromMetadata":{"n":1}}"#]
-        );
-        assert_eq!(hub.publish(&sh, None, 9, "_system/x", "s", &data, None), 0);
-    }
-}
+mod tests;

@@ -17,8 +17,10 @@
 
 pub mod admin;
 pub mod admit;
+mod closing;
 pub mod config;
 pub mod delay;
+pub mod fault_text;
 pub mod faults;
 pub mod http;
 pub mod hub;

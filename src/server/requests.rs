@@ -3,15 +3,18 @@
 //! with the fault switches that break them. Split from `session.rs`, which owns the
 //! socket loop.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::fault_text;
 use super::faults::Fault;
 use super::hub::{Leave, push};
 use super::session::{End, Session};
-use crate::proto::frame::{Inbound, Request, direct_text, parse_request};
-use crate::proto::limits::{is_reserved, valid_channel, valid_request_id};
+use crate::proto::frame::{Request, direct_text, parse_request};
+use crate::proto::limits::is_reserved;
 use crate::proto::pattern::is_wildcard;
 use crate::proto::{Action, ErrorCode, ServerFrame, close};
 
@@ -28,7 +31,13 @@ impl Session {
             code
         };
         let request_id = request_id.filter(|_| !f.has(Fault::ErrorDropsRequestId));
+        if request_id.is_none() && f.has(Fault::ErrorsUncorrelatedDropped) {
+            return;
+        }
         self.push(ServerFrame::error(code, request_id, message).to_text());
+        if f.has(Fault::ErrorCloses) {
+            self.conn.out.request_close(close::NORMAL);
+        }
     }
 
     /// The ack for a successful request (ACK-1, FRAME-4/5), or none.
@@ -47,17 +56,34 @@ impl Session {
     }
 
     pub(super) fn on_text(&mut self, text: &str) -> Option<End> {
+        let f = self.sh.faults;
+        let rewritten = if f.is_empty() {
+            None
+        } else {
+            if let Some(r) = fault_text::refuse_inbound(f, text) {
+                self.error(r.code, r.request_id, &r.message);
+                return None;
+            }
+            fault_text::rewrite_inbound(f, text)
+        };
+        let text = rewritten.as_deref().unwrap_or(text);
         let inbound = match parse_request(text) {
             Ok(i) => i,
             Err(r) => {
-                let long = (r.code == ErrorCode::InvalidChannel
-                    && self.sh.faults.has(Fault::LongChannelAccepted))
-                .then(|| parse_long_channel(text))
-                .flatten();
+                let long = (r.code == ErrorCode::InvalidChannel && !f.is_empty())
+                    .then(|| fault_text::parse_loose_channel(f, text))
+                    .flatten();
                 match long {
                     Some(i) => i,
                     None => {
-                        self.error(r.code, r.request_id, &r.message);
+                        let r = if f.is_empty() {
+                            Some(r)
+                        } else {
+                            fault_text::rejection(f, text, r)
+                        };
+                        if let Some(r) = r {
+                            self.error(r.code, r.request_id, &r.message);
+                        }
                         return None;
                     }
                 }
@@ -79,9 +105,44 @@ impl Session {
                 None
             }
             Request::Ping => {
+                if f.has(Fault::PingCountsQuota) {
+                    self.app.charge_message();
+                }
+                if f.has(Fault::PingAcked)
+                    && let Some(id) = &rid
+                {
+                    self.push(
+                        ServerFrame::Ack {
+                            request_id: id.clone(),
+                        }
+                        .to_text(),
+                    );
+                }
                 self.push(ServerFrame::Pong { request_id: rid }.to_text());
                 None
             }
+        }
+    }
+
+    /// The `subscriptions-restored` fault: a peer's new connection silently gets every
+    /// channel an earlier connection of the peer subscribed to (remembered at subscribe
+    /// time, so it does not matter when the old connection's close is processed).
+    pub(super) fn restore_subscriptions(&mut self) {
+        let key = (self.app.id.clone(), self.conn.peer_id.to_string());
+        let held = {
+            let restore = self
+                .sh
+                .fault_state
+                .restore
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            restore.get(&key).cloned().unwrap_or_default()
+        };
+        for channel in held {
+            self.app
+                .hub
+                .subscribe(&self.sh, &self.conn, &channel, false, None);
+            self.subs.push(channel);
         }
     }
 
@@ -125,7 +186,9 @@ impl Session {
         match self.authorize(&rid, &channel, Action::Subscribe) {
             Ok(()) => {}
             Err(ErrorCode::ChannelNotAuthorized) => {
-                if self.app.compat.unauthorized_subscribe_closes {
+                if self.app.compat.unauthorized_subscribe_closes
+                    || f.has(Fault::UnauthorizedSubscribeCloses4003)
+                {
                     return Some(End::Close(close::CHANNEL_NOT_AUTHORIZED));
                 }
                 self.error(
@@ -138,7 +201,7 @@ impl Session {
             Err(_) => return None,
         }
         let held = self.subs.iter().any(|s| **s == *channel);
-        if !held
+        if (!held || f.has(Fault::ResubscribeCounts))
             && self.subs.len() >= self.sh.limits.max_subscriptions
             && !f.has(Fault::NoChannelLimit)
         {
@@ -157,9 +220,28 @@ impl Session {
             );
             return None;
         }
+        if f.has(Fault::SubscribeNeedsExistingChannel) && !held && !self.app.hub.exists(&channel) {
+            self.error(
+                ErrorCode::ChannelNotAuthorized,
+                rid,
+                "no such channel (fault switch)",
+            );
+            return None;
+        }
         let ack = self.ack(&rid, Some(Fault::AckMissingSubscribe));
         let hub = &self.app.hub;
-        if is_wildcard(&channel) {
+        if f.has(Fault::SubscriptionLate) && !is_wildcard(&channel) {
+            // Acked now, effective later: a publish in between is lost for this subscriber.
+            ack.into_iter().for_each(|a| push(&self.sh, &self.conn, a));
+            let (sh, app, conn) = (self.sh.clone(), self.app.clone(), self.conn.clone());
+            let name = channel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                if conn.out.close_requested().is_none() {
+                    app.hub.subscribe(&sh, &conn, &name, include_meta, None);
+                }
+            });
+        } else if is_wildcard(&channel) {
             hub.subscribe_wildcard(
                 &self.sh,
                 &self.conn,
@@ -171,6 +253,19 @@ impl Session {
         } else {
             hub.subscribe(&self.sh, &self.conn, &channel, include_meta, ack);
         }
+        if f.has(Fault::SubscriptionsRestored) && !is_wildcard(&channel) {
+            let key = (self.app.id.clone(), self.conn.peer_id.to_string());
+            let mut restore = self
+                .sh
+                .fault_state
+                .restore
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let held = restore.entry(key).or_default();
+            if !held.iter().any(|c| **c == *channel) {
+                held.push(channel.as_str().into());
+            }
+        }
         if !held {
             self.subs.push(channel.into());
         }
@@ -178,7 +273,12 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, rid: Option<String>, channel: &str) {
-        let ack = self.ack(&rid, None);
+        if self.sh.faults.has(Fault::UnsubscribeChecksScope)
+            && self.authorize(&rid, channel, Action::Subscribe).is_err()
+        {
+            return;
+        }
+        let ack = self.ack(&rid, Some(Fault::AckMissingUnsubscribe));
         let Some(i) = self.subs.iter().position(|s| **s == *channel) else {
             // UNSUB-2: idempotent.
             if let Some(ack) = ack {
@@ -197,7 +297,19 @@ impl Session {
 
     /// Checks 12 and the injected backend fault for publish and send.
     fn charge(&self, rid: &Option<String>) -> bool {
-        if !self.app.charge_message() {
+        let f = self.sh.faults;
+        // Only the `overages-refused` fault needs to know whether this one was an overage.
+        let usage = &self.app.usage;
+        let overages = f
+            .has(Fault::OveragesRefused)
+            .then(|| usage.overage_messages.load(Ordering::Relaxed));
+        let ok = self.app.charge_message() || f.has(Fault::QuotaIgnored);
+        let overage =
+            overages.is_some_and(|before| usage.overage_messages.load(Ordering::Relaxed) != before);
+        if !ok && f.has(Fault::OverQuotaStopsDelivery) {
+            self.app.hub.frozen.store(true, Ordering::Relaxed);
+        }
+        if !ok || overage {
             self.error(
                 ErrorCode::OverMessageQuota,
                 rid.clone(),
@@ -218,6 +330,12 @@ impl Session {
 
     fn publish(&mut self, rid: Option<String>, channel: &str, data: &RawValue) -> Option<End> {
         let f = self.sh.faults;
+        let changed = if f.is_empty() {
+            None
+        } else {
+            self.faulted_data(&rid, data).ok()?
+        };
+        let data = changed.as_deref().unwrap_or(data);
         match self.authorize(&rid, channel, Action::Publish) {
             Ok(()) => {}
             Err(ErrorCode::ChannelNotAuthorized) => {
@@ -230,10 +348,20 @@ impl Session {
             }
             Err(_) => return None,
         }
+        if f.has(Fault::PublishNeedsSubscription) && !self.subs.iter().any(|s| **s == *channel) {
+            self.error(
+                ErrorCode::ChannelNotAuthorized,
+                rid,
+                "not subscribed to this channel (fault switch)",
+            );
+            return None;
+        }
         if !self.charge(&rid) {
             return None;
         }
-        if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingPublish)) {
+        let ack = self.ack(&rid, Some(Fault::AckMissingPublish));
+        let ack_after = f.has(Fault::PublishToEmptyUnacked);
+        if !ack_after && let Some(ack) = ack.clone() {
             push(&self.sh, &self.conn, ack);
         }
         let spoofed = f
@@ -245,7 +373,7 @@ impl Session {
             })
             .flatten();
         let from = spoofed.as_deref().unwrap_or(&self.conn.peer_id);
-        self.app.hub.publish(
+        let n = self.app.hub.publish(
             &self.sh,
             Some(self.conn.id),
             self.conn.id,
@@ -254,6 +382,25 @@ impl Session {
             data,
             self.conn.peer_metadata.as_deref(),
         );
+        if !f.is_empty() {
+            if ack_after
+                && n > 0
+                && let Some(ack) = ack
+            {
+                push(&self.sh, &self.conn, ack);
+            }
+            if f.has(Fault::PublishCountsRecipients) {
+                (1..n).for_each(|_| {
+                    self.app.charge_message();
+                });
+            }
+            if f.has(Fault::CrossAppRouting) {
+                for app in self.sh.apps().iter().filter(|a| a.id != self.app.id) {
+                    app.hub
+                        .publish(&self.sh, None, self.conn.id, channel, from, data, None);
+                }
+            }
+        }
         let first = !self.published;
         self.published = true;
         (first && f.has(Fault::Close1011)).then_some(End::Close(close::INTERNAL))
@@ -261,6 +408,15 @@ impl Session {
 
     fn send(&mut self, rid: Option<String>, to: &str, data: &RawValue) {
         let f = self.sh.faults;
+        let changed = if f.is_empty() {
+            None
+        } else {
+            match self.faulted_data(&rid, data) {
+                Ok(c) => c,
+                Err(()) => return,
+            }
+        };
+        let data = changed.as_deref().unwrap_or(data);
         if !self.actions.contains(Action::Send) && !f.has(Fault::IgnorePermissions) {
             self.error(
                 ErrorCode::ActionNotPermitted,
@@ -269,7 +425,7 @@ impl Session {
             );
             return;
         }
-        if !self.charge(&rid) {
+        if !f.has(Fault::SendNotCounted) && !self.charge(&rid) {
             return;
         }
         let meta = self
@@ -278,9 +434,18 @@ impl Session {
             .as_deref()
             .filter(|_| !f.has(Fault::DirectNoMetadata));
         let peer_id = &self.conn.peer_id;
-        let n = self.app.hub.send(&self.sh, &self.conn, to, || {
-            direct_text(peer_id, data, meta).into()
-        });
+        let shared =
+            !f.has(Fault::SendNeedsSharedChannel) || self.app.hub.shares_channel(&self.conn, to);
+        let n = if shared {
+            self.app.hub.send(&self.sh, &self.conn, to, || {
+                direct_text(peer_id, data, meta).into()
+            })
+        } else {
+            0
+        };
+        if n == 0 && f.has(Fault::QuotaCountsDeliveredOnly) {
+            self.app.usage.messages_used.fetch_sub(1, Ordering::Relaxed);
+        }
         if n == 0 && !f.has(Fault::PeerNotFoundAcked) {
             let shown: String = to.chars().take(40).collect();
             self.error(
@@ -288,9 +453,28 @@ impl Session {
                 rid,
                 &format!("peer {shown} is not connected"),
             );
-        } else if let Some(ack) = self.ack(&rid, None) {
+        } else if let Some(ack) = self.ack(&rid, Some(Fault::AckMissingSend)) {
             push(&self.sh, &self.conn, ack);
         }
+    }
+
+    /// `data` as the faults change it: refused when null (`null-data-refused`, `Err`),
+    /// or parsed into doubles and written again (`data-rounded`).
+    fn faulted_data(
+        &self,
+        rid: &Option<String>,
+        data: &RawValue,
+    ) -> Result<Option<Box<RawValue>>, ()> {
+        let f = self.sh.faults;
+        if f.has(Fault::NullDataRefused) && data.get() == "null" {
+            self.error(ErrorCode::MissingData, rid.clone(), "`data` is required");
+            return Err(());
+        }
+        if !f.has(Fault::DataRounded) {
+            return Ok(None);
+        }
+        let rounded = rounded(data.get());
+        Ok(RawValue::from_string(rounded).ok())
     }
 
     /// Ends every subscription (leave deltas, PRES-6), unregisters and releases the
@@ -312,46 +496,25 @@ impl Session {
         if self.sh.faults.has(Fault::UnsubscribeKeepsDelivering) {
             hub.drop_ghosts(&self.conn);
         }
-        self.app.release();
+        if !self.sh.faults.has(Fault::ConcurrentNotReleased) {
+            self.app.release();
+        }
     }
 }
 
-/// Parses a subscribe / unsubscribe / publish whose channel is longer than 256 bytes (the
-/// `long-channel-accepted` fault); everything else about the frame must be valid.
-fn parse_long_channel(text: &str) -> Option<Inbound<'_>> {
-    let members: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-    let field = |name: &str| {
-        members
-            .get(name)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    };
-    let channel = field("channel")?;
-    if channel.len() <= 256
-        || !channel.get(..256).is_some_and(valid_channel)
-        || channel.chars().any(crate::proto::limits::is_control)
-    {
-        return None;
+/// `text` (valid JSON) with every number parsed into a double and written back, as a
+/// server that parses `data` into JavaScript-like numbers would (the `data-rounded` fault).
+fn rounded(text: &str) -> String {
+    fn walk(v: Value) -> Value {
+        match v {
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::Null, Value::Number),
+            Value::Array(a) => Value::Array(a.into_iter().map(walk).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, walk(v))).collect()),
+            other => other,
+        }
     }
-    let request_id = match members.get("requestId") {
-        None => None,
-        Some(_) => Some(field("requestId").filter(|r| valid_request_id(r))?),
-    };
-    let request = match field("type")?.as_str() {
-        "subscribe" => Request::Subscribe {
-            channel,
-            include_sender_metadata: members
-                .get("includeSenderMetadata")
-                .is_some_and(|r| r.get() == "true"),
-        },
-        "unsubscribe" => Request::Unsubscribe { channel },
-        "publish" => Request::Publish {
-            channel,
-            data: members.get("data").copied()?,
-        },
-        _ => return None,
-    };
-    Some(Inbound {
-        request_id,
-        request,
-    })
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_owned(), |v| walk(v).to_string())
 }

@@ -13,9 +13,9 @@ use hyper::{Method, Request, StatusCode, header};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::faults::Fault;
+use super::faults::{Fault, FaultSet};
 use super::http::{Resp, error_response, json_response, ordered};
-use super::state::{SecretKey, Shared};
+use super::state::{App, SecretKey, Shared};
 use crate::proto::auth;
 use crate::proto::auth::check_object;
 use crate::proto::limits::{
@@ -153,6 +153,9 @@ fn string_list(
 pub async fn handle(sh: &Arc<Shared>, req: Request<Incoming>) -> Resp {
     match dispatch(sh, req).await {
         Ok(resp) => resp,
+        Err((status, code, message)) if sh.faults.has(Fault::RestErrorBodyCode) => {
+            json_response(status, &ordered!({"code": code, "message": message}))
+        }
         Err((status, code, message)) => error_response(status, code, &message),
     }
 }
@@ -165,14 +168,19 @@ enum Route {
     Publish(String),
 }
 
-fn decode(segment: &str) -> Result<String, Failure> {
+fn decode(segment: &str, raw: bool) -> Result<String, Failure> {
+    if raw {
+        return Ok(segment.to_owned());
+    }
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
         .or_else(|_| bad("path parameter is not valid UTF-8"))
 }
 
-fn route(method: &Method, path: &str) -> Result<Route, Failure> {
+/// `raw`: the `rest-no-percent-decode` fault.
+fn route(method: &Method, path: &str, raw: bool) -> Result<Route, Failure> {
+    let decode = |s: &str| decode(s, raw);
     let not_found = || fail(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
     match (method, path) {
         (&Method::POST, "/v1/tokens") => return Ok(Route::Tokens),
@@ -208,7 +216,15 @@ fn route(method: &Method, path: &str) -> Result<Route, Failure> {
 }
 
 async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Failure> {
-    let route = route(req.method(), req.uri().path())?;
+    let f = sh.faults;
+    let route = route(
+        req.method(),
+        req.uri().path(),
+        f.has(Fault::RestNoPercentDecode),
+    )?;
+    if matches!(route, Route::Tokens) && f.has(Fault::RestTokensMissing) {
+        return fail(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+    }
     if sh.is_shutting_down() {
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -224,39 +240,48 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
         );
     }
     let Some(key) = authenticate(sh, &req) else {
+        if matches!(route, Route::Usage) && f.has(Fault::RestUsageAuth500) {
+            return fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "fault switch",
+            );
+        }
         return fail(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or invalid credentials: use Authorization: Bearer <keyId>:<secret>",
         );
     };
+    let body_limit = if f.has(Fault::RestBodyUnlimited) {
+        1 << 20
+    } else {
+        sh.limits.rest_body_limit
+    };
     match route {
         Route::Tokens => {
-            let body = read_body(req, sh.limits.rest_body_limit).await?;
+            let body = read_body(req, body_limit).await?;
             tokens(sh, &key, &body)
         }
-        Route::Usage => Ok(json_response(StatusCode::OK, &key.app.usage())),
-        Route::Kick(id) => {
-            if !valid_peer_id(&id) {
-                return bad("peer id must be 1-128 bytes of printable ASCII");
+        Route::Usage => {
+            let mut usage = key.app.usage();
+            if f.has(Fault::RestUsageFrozen) {
+                for (k, v) in usage.0.iter_mut() {
+                    if *k == "messagesUsed" {
+                        *v = RawValue::from_string("0".into()).expect("0 is JSON");
+                    }
+                }
             }
-            let code = if sh.faults.has(Fault::RestKickWrongCode) {
-                close::NORMAL
-            } else {
-                close::ADMIN_DISCONNECT
-            };
-            let closed = key.app.hub.close_peer(&id, code);
-            Ok(json_response(
-                StatusCode::OK,
-                &ordered!({"peerId": id, "closed": closed}),
-            ))
+            Ok(json_response(StatusCode::OK, &usage))
         }
+        Route::Kick(id) => kick(sh, &key, id),
         Route::Peers(channel) => {
-            check_channel(&key, &channel, Action::Presence)?;
-            let entries = key
-                .app
-                .hub
-                .peers_in(&channel, sh.faults.has(Fault::RestPeersPerConnection));
+            check_channel(sh, &key, &channel, Action::Presence)?;
+            let per_connection = f.has(Fault::RestPeersPerConnection);
+            let entries: Vec<Arc<str>> = apps_of(sh, &key)
+                .iter()
+                .flat_map(|app| app.hub.peers_in(&channel, per_connection))
+                .collect();
             let list = format!(
                 "[{}]",
                 entries.iter().map(|e| &**e).collect::<Vec<_>>().join(",")
@@ -274,15 +299,69 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
             ))
         }
         Route::Publish(channel) => {
-            check_channel(&key, &channel, Action::Publish)?;
-            let body = read_body(req, sh.limits.rest_body_limit).await?;
+            check_channel(sh, &key, &channel, Action::Publish)?;
+            let body = read_body(req, body_limit).await?;
             publish(sh, &key, &channel, &body)
         }
     }
 }
 
+/// The apps a REST call acts on: the key's (REST-9), or all of them under the
+/// `rest-cross-app` fault.
+fn apps_of(sh: &Shared, key: &SecretKey) -> Vec<Arc<App>> {
+    if sh.faults.has(Fault::RestCrossApp) {
+        sh.apps()
+    } else {
+        vec![key.app.clone()]
+    }
+}
+
+/// `DELETE /v1/peers/:id` (REST-40…44).
+fn kick(sh: &Shared, key: &SecretKey, id: String) -> Result<Resp, Failure> {
+    let f = sh.faults;
+    if !valid_peer_id(&id) && !f.has(Fault::RestKickNoValidation) {
+        return bad("peer id must be 1-128 bytes of printable ASCII");
+    }
+    if f.has(Fault::RestKickNeedsPublish) && !key.actions.contains(Action::Publish) {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "action_not_permitted",
+            "this key lacks the `publish` action (fault switch)",
+        );
+    }
+    let code = if f.has(Fault::RestKickWrongCode) {
+        close::NORMAL
+    } else {
+        close::ADMIN_DISCONNECT
+    };
+    let closed: usize = apps_of(sh, key)
+        .iter()
+        .map(|app| app.hub.close_peer(&id, code))
+        .sum();
+    if f.has(Fault::RestKickRevokes) {
+        let mut kicked = sh
+            .fault_state
+            .kicked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        kicked.insert((key.app.id.clone(), id.clone()));
+    }
+    if closed == 0 && f.has(Fault::RestKick404) {
+        return fail(StatusCode::NOT_FOUND, "not_found", "peer is not connected");
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &ordered!({"peerId": id, "closed": closed}),
+    ))
+}
+
 /// Channel validity, reserved names, action and key scope (REST-20, REST-30).
-fn check_channel(key: &SecretKey, channel: &str, action: Action) -> Result<(), Failure> {
+fn check_channel(
+    sh: &Shared,
+    key: &SecretKey,
+    channel: &str,
+    action: Action,
+) -> Result<(), Failure> {
     if !valid_channel(channel) {
         return bad("channel must be 1-256 bytes without control characters");
     }
@@ -292,6 +371,9 @@ fn check_channel(key: &SecretKey, channel: &str, action: Action) -> Result<(), F
             "channel_reserved",
             "reserved channel prefix",
         );
+    }
+    if sh.faults.has(Fault::RestIgnoresKeyScope) {
+        return Ok(());
     }
     if !key.actions.contains(action) {
         return fail(
@@ -333,15 +415,22 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
     let peer_id = m
         .get("peerId")
         .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-        .filter(|p| valid_peer_id(p));
+        .filter(|p| {
+            valid_peer_id(p)
+                || (sh.faults.has(Fault::LongPeerIdsAccepted)
+                    && p.len() <= 256
+                    && p.bytes().all(|b| (0x20..=0x7E).contains(&b)))
+        });
     let Some(peer_id) = peer_id else {
         return bad("`peerId` is required: 1-128 bytes of printable ASCII");
     };
-    let channels = string_list(&m, "channels", MAX_TOKEN_CHANNELS)?;
+    let unlimited = sh.faults.has(Fault::RestMintNoLimits);
+    let cap = |max: usize| if unlimited { usize::MAX } else { max };
+    let channels = string_list(&m, "channels", cap(MAX_TOKEN_CHANNELS))?;
     if channels.iter().flatten().any(|c| !valid_channel(c)) {
         return bad("`channels` entries must be 1-256 bytes without control characters");
     }
-    let permissions = string_list(&m, "permissions", MAX_TOKEN_PERMISSIONS)?;
+    let permissions = string_list(&m, "permissions", cap(MAX_TOKEN_PERMISSIONS))?;
     if let Some(unknown) = permissions
         .iter()
         .flatten()
@@ -355,7 +444,7 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
     let ttl = match m.get("expiresInSec") {
         None => limits.token_default_ttl_secs,
         Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
-            Ok(n) if (1..=limits.token_max_ttl_secs).contains(&n) => n,
+            Ok(n) if (1..=limits.token_max_ttl_secs).contains(&n) || unlimited => n,
             _ => {
                 return bad(format!(
                     "`expiresInSec` must be an integer from 1 to {}",
@@ -400,11 +489,34 @@ fn tokens(sh: &Shared, key: &SecretKey, body: &[u8]) -> Result<Resp, Failure> {
         peer_metadata,
         metadata,
     };
-    let token = auth::mint(&key.id, key.secret.as_bytes(), &claims);
+    let f = sh.faults;
+    let token = if f.has(Fault::RestMintHs384) {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384);
+        header.kid = Some(key.id.clone());
+        header.typ = Some("JWT".into());
+        let secret = jsonwebtoken::EncodingKey::from_secret(key.secret.as_bytes());
+        jsonwebtoken::encode(&header, &claims, &secret).unwrap_or_default()
+    } else {
+        auth::mint(&key.id, key.secret.as_bytes(), &claims)
+    };
+    let shown_exp = if f.has(Fault::RestTokenExpiresMs) {
+        exp.saturating_mul(1000)
+    } else {
+        exp
+    };
     Ok(json_response(
-        StatusCode::OK,
-        &ordered!({"token": token, "expiresAt": exp}),
+        success(f),
+        &ordered!({"token": token, "expiresAt": shown_exp}),
     ))
+}
+
+/// 200, or 201 under the `rest-201` fault (REST-10).
+fn success(f: FaultSet) -> StatusCode {
+    if f.has(Fault::Rest201) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// An origin id for REST publishes, so injected swaps only pair messages with one `from`.
@@ -420,32 +532,48 @@ fn publish(sh: &Shared, key: &SecretKey, channel: &str, body: &[u8]) -> Result<R
     let Some(data) = m.get("data").copied() else {
         return bad("`data` is required (null is allowed)");
     };
+    let f = sh.faults;
     let from = match m.get("from") {
         None => "system".to_owned(),
+        Some(_) if f.has(Fault::RestFromIgnored) => "system".to_owned(),
         Some(raw) => match serde_json::from_str::<String>(raw.get()) {
             Ok(f) if valid_peer_id(&f) => f,
             _ => return bad("`from` must be 1-128 bytes of printable ASCII"),
         },
     };
     let meta = object_member(&m, "peerMetadata", MAX_PEER_METADATA_BYTES)?;
-    if !key.app.charge_message() {
+    if !f.has(Fault::RestPublishNoQuota) && !key.app.charge_message() {
         return fail(
             StatusCode::TOO_MANY_REQUESTS,
             "over_message_quota",
             "message quota exhausted for this period",
         );
     }
-    let delivered = key.app.hub.publish(
-        sh,
-        None,
-        rest_origin(&key.app.id, &from),
-        channel,
-        &from,
-        data,
-        meta,
-    );
+    if f.has(Fault::RestPublishSubscribes) {
+        key.app.hub.phantom_presence(channel, &from);
+    }
+    let others: usize = apps_of(sh, key)
+        .iter()
+        .filter(|app| app.id != key.app.id)
+        .map(|app| app.hub.publish(sh, None, 0, channel, &from, data, meta))
+        .sum();
+    let delivered = others
+        + key.app.hub.publish(
+            sh,
+            None,
+            rest_origin(&key.app.id, &from),
+            channel,
+            &from,
+            data,
+            meta,
+        );
+    let delivered = if f.has(Fault::RestDeliveredZero) {
+        0
+    } else {
+        delivered
+    };
     Ok(json_response(
-        StatusCode::OK,
+        success(f),
         &ordered!({"channel": channel, "delivered": delivered}),
     ))
 }
@@ -466,27 +594,27 @@ mod tests {
     #[test]
     fn routes() {
         assert!(matches!(
-            route(&Method::POST, "/v1/tokens"),
+            route(&Method::POST, "/v1/tokens", false),
             Ok(Route::Tokens)
         ));
         assert!(
-            matches!(route(&Method::GET, "/v1/channels/a%2Fb/peers"), Ok(Route::Peers(c)) if c == "a/b")
+            matches!(route(&Method::GET, "/v1/channels/a%2Fb/peers", false), Ok(Route::Peers(c)) if c == "a/b")
         );
         assert!(
-            matches!(route(&Method::GET, "/v1/channels/a/b/peers"), Ok(Route::Peers(c)) if c == "a/b")
+            matches!(route(&Method::GET, "/v1/channels/a/b/peers", false), Ok(Route::Peers(c)) if c == "a/b")
         );
         assert!(
-            matches!(route(&Method::POST, "/v1/channels/x/publish"), Ok(Route::Publish(c)) if c == "x")
+            matches!(route(&Method::POST, "/v1/channels/x/publish", false), Ok(Route::Publish(c)) if c == "x")
         );
         assert!(
-            matches!(route(&Method::DELETE, "/v1/peers/eli-7"), Ok(Route::Kick(p)) if p == "eli-7")
+            matches!(route(&Method::DELETE, "/v1/peers/eli-7", false), Ok(Route::Kick(p)) if p == "eli-7")
         );
         assert!(matches!(
-            route(&Method::GET, "/v1/peers/eli-7"),
+            route(&Method::GET, "/v1/peers/eli-7", false),
             Err((StatusCode::NOT_FOUND, _, _))
         ));
         assert!(matches!(
-            route(&Method::GET, "/v1/nope"),
+            route(&Method::GET, "/v1/nope", false),
             Err((StatusCode::NOT_FOUND, _, _))
         ));
     }

@@ -15,19 +15,23 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::admit::{Admitted, Refusal, authenticate};
+use super::closing::{
+    CLOSE_HANDSHAKE, Transport, close_reason, close_with, finish, linger_until_tcp_closes,
+    write_batch,
+};
 use super::config::RateLimit;
+use super::fault_text;
 use super::faults::Fault;
-use super::hub::{Conn, push};
+use super::hub::{Conn, entry_text, push};
 use super::outbox::{ABORT, Item};
 use super::state::{App, Scope, Shared};
 use super::variant_io::{Chunked, Wire};
@@ -36,8 +40,6 @@ use crate::proto::auth::EXPIRY_LEAD_MS;
 use crate::proto::frame::{self};
 use crate::proto::{Action, Actions, ErrorCode, ServerFrame, close};
 
-/// How long the server waits for the client's close frame (CLOSE-18).
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 /// How late the `close-late` variant answers a client's close: inside the 1 s a real
 /// client waits for it.
 const CLOSE_LATE: Duration = Duration::from_millis(900);
@@ -160,72 +162,6 @@ async fn over_stream<S: Transport>(
     start_session(sh, ws, admitted, guard).await
 }
 
-/// A stream a WebSocket runs over, and how it ends after the close handshake.
-trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Called once the WebSocket is done with the stream, before it is dropped.
-    fn end(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
-}
-
-// TCP needs nothing: dropping the socket closes it.
-impl Transport for TcpStream {}
-impl Transport for TokioIo<Upgraded> {}
-
-impl<S: Transport> Transport for Chunked<S> {
-    async fn end(&mut self) {
-        self.get_mut().end().await
-    }
-}
-
-impl Transport for TlsStream<TcpStream> {
-    /// Sends close_notify (RFC 8446 §6.1), so a client sees the end of the stream rather
-    /// than a truncation. Bounded: a client that stopped reading must not hold the task.
-    async fn end(&mut self) {
-        let _ = timeout(Duration::from_millis(250), self.shutdown()).await;
-    }
-}
-
-fn close_reason(code: u16) -> &'static str {
-    match code {
-        close::GOING_AWAY => "server shutting down",
-        close::INVALID_PAYLOAD => "invalid UTF-8 in text frame",
-        close::TOO_BIG => "frame larger than maxMessageSize",
-        close::INTERNAL => "internal error",
-        close::TOKEN_EXPIRED => "token expired",
-        close::CHANNEL_NOT_AUTHORIZED => "channel not authorized",
-        close::OVER_CONCURRENT_LIMIT => "over concurrent connection limit",
-        close::OVER_MESSAGE_RATE => "over message rate",
-        close::ACCOUNT_SUSPENDED => "account suspended",
-        close::ADMIN_DISCONNECT => "admin disconnect",
-        close::NORMAL => "closed by server",
-        1002 => "protocol error",
-        1013 => "slow consumer: outbound queue full",
-        _ => "closing",
-    }
-}
-
-/// Sends a close frame and waits (bounded) for the client's (CLOSE-18); the caller then
-/// drops TCP.
-async fn close_with<S: Transport>(ws: &mut WebSocketStream<S>, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = timeout(CLOSE_HANDSHAKE, async {
-        if ws.send(Message::Close(Some(frame))).await.is_err() {
-            return;
-        }
-        while let Some(Ok(msg)) = ws.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
-    ws.get_mut().end().await;
-}
-
 /// Applies the connect-time gates (CONN-6 steps 3-6); an admitted connection continues in
 /// a task of its own, so the long-lived future holds only what the session needs (async
 /// functions keep their arguments and locals, which would add ~1.3 KB per connection).
@@ -237,10 +173,29 @@ async fn start_session<S: Transport>(
 ) {
     let a = match admitted {
         Ok(a) => a,
-        Err((code, reason)) => return close_with(&mut ws, code, reason).await,
+        Err((code, reason)) => {
+            let code_name = match code {
+                close::INVALID_TOKEN => Some("invalid_token"),
+                close::TOKEN_EXPIRED => Some("token_expired"),
+                close::ACCOUNT_SUSPENDED => Some("account_suspended"),
+                _ => None,
+            };
+            if let Some(name) =
+                code_name.filter(|_| sh.faults.has(Fault::ErrorFrameBeforeAuthClose))
+            {
+                let e = format!(r#"{{"type":"error","code":"{name}"}}"#);
+                let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(e.into()))).await;
+            }
+            if sh.faults.has(Fault::WelcomeBeforeRefusal) {
+                let w = frame::welcome_text("refused", Some(None), sh.clock.now_s(), 65536, None);
+                let _ = timeout(CLOSE_HANDSHAKE, ws.send(Message::Text(w.into()))).await;
+            }
+            return close_with(&mut ws, code, reason).await;
+        }
     };
+    let f = sh.faults;
     // CONN-6 steps 4 and 5.
-    if a.app.suspended.load(Ordering::Acquire) {
+    if a.app.suspended.load(Ordering::Acquire) && !f.has(Fault::SuspendedAdmitted) {
         return close_with(
             &mut ws,
             close::ACCOUNT_SUSPENDED,
@@ -249,39 +204,74 @@ async fn start_session<S: Transport>(
         .await;
     }
     if !a.app.admit() {
-        return close_with(
-            &mut ws,
-            close::OVER_CONCURRENT_LIMIT,
-            close_reason(close::OVER_CONCURRENT_LIMIT),
-        )
-        .await;
+        if f.has(Fault::ConcurrencyLimitOff) {
+            a.app.usage.concurrent.fetch_add(1, Ordering::AcqRel);
+        } else {
+            return close_with(
+                &mut ws,
+                close::OVER_CONCURRENT_LIMIT,
+                close_reason(close::OVER_CONCURRENT_LIMIT),
+            )
+            .await;
+        }
     }
-    let conn = Arc::new(Conn::new(
+    let mut conn = Conn::new(
         sh.next_id(),
         &a.peer_id,
         a.peer_metadata.clone(),
-        a.actions.contains(Action::Presence),
-    ));
-    let s = Session {
+        a.actions.contains(Action::Presence) || f.has(Fault::PresenceWithoutAction),
+    );
+    if sh.faults.has(Fault::MetadataLeaks) && a.metadata.is_some() {
+        conn.entry = entry_text(&a.peer_id, a.metadata.as_deref()).into();
+    }
+    let conn = Arc::new(conn);
+    let mut s = Session {
         sh: sh.clone(),
         app: a.app.clone(),
         conn: conn.clone(),
         scope: a.scope.clone(),
         actions: a.actions,
         subs: Vec::new(),
-        bucket: a.app.rate.map(Bucket::new),
+        bucket: a.app.rate.map(|r| {
+            let mut b = Bucket::new(r);
+            if f.has(Fault::RateBucketHalf) {
+                b.tokens /= 2.0;
+            }
+            b
+        }),
         published: false,
     };
     // The welcome is queued before the connection becomes reachable, so it is first (ORD-1).
+    if f.has(Fault::FrameBeforeWelcome) {
+        push(
+            &sh,
+            &conn,
+            ServerFrame::Pong { request_id: None }.to_text().into(),
+        );
+    }
     push(&sh, &conn, welcome_text(&sh, &a).into());
+    if f.has(Fault::WelcomeTwice) {
+        push(&sh, &conn, welcome_text(&sh, &a).into());
+    }
+    if f.has(Fault::AppPings) {
+        push(&sh, &conn, r#"{"type":"ping"}"#.into());
+    }
+    if f.has(Fault::KeepalivePong) {
+        push(&sh, &conn, r#"{"type":"pong"}"#.into());
+    }
     a.app.hub.register(&conn);
+    if f.has(Fault::SubscriptionsRestored) {
+        s.restore_subscriptions();
+    }
     sh.stats.connections_total.fetch_add(1, Ordering::Relaxed);
     // Registered after a shutdown or a suspension swept the hub: close like everyone else.
     if sh.is_shutting_down() {
         conn.out.request_close(close::GOING_AWAY);
-    } else if a.app.suspended.load(Ordering::Acquire) {
+    } else if a.app.suspended.load(Ordering::Acquire) && !f.has(Fault::SuspendedAdmitted) {
         conn.out.request_close(close::ACCOUNT_SUSPENDED);
     }
+    let publishable_expiry = (a.expires_at.is_none() && f.has(Fault::PublishableExpires))
+        .then(|| Instant::now() + Duration::from_secs(1));
     let expiry = a
         .expires_at
         .filter(|_| !a.expired_admitted && !sh.faults.has(Fault::NoExpiryClose))
@@ -289,7 +279,8 @@ async fn start_session<S: Transport>(
             let left_ms = exp.saturating_mul(1000) - EXPIRY_LEAD_MS - sh.clock.now_ms();
             // An `exp` centuries away does not fit an Instant: such a token never expires here.
             Instant::now().checked_add(Duration::from_millis(left_ms.max(0) as u64))
-        });
+        })
+        .or(publishable_expiry);
     drop(a);
     tokio::spawn(live(ws, s, expiry, guard));
 }
@@ -301,7 +292,12 @@ async fn live<S: Transport>(
     expiry: Option<Instant>,
     guard: LiveGuard,
 ) {
-    let end = s.run_loop(&mut ws, expiry).await;
+    let mut end = s.run_loop(&mut ws, expiry).await;
+    if let End::Close(code) = end
+        && !s.sh.faults.is_empty()
+    {
+        end = End::Close(fault_text::close_code(s.sh.faults, code));
+    }
     if end == End::PeerClosed && s.sh.variants.has(Variant::CloseLate) {
         // tungstenite queued the reply close; it goes out with the next write, after this.
         tokio::time::sleep(CLOSE_LATE).await;
@@ -316,86 +312,36 @@ async fn live<S: Transport>(
     drop(guard);
 }
 
-/// The `leave-on-tcp-close` variant, as servers on Node's `ws` behave: answer the
-/// client's close, end our side, and consider the connection (and the peer's presence)
-/// over only when the client's TCP connection closes, or after 30 s (`ws`'s
-/// closeTimeout).
-async fn linger_until_tcp_closes<S: Transport>(ws: &mut WebSocketStream<S>) {
-    let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
-    let _ = timeout(Duration::from_millis(250), ws.get_mut().shutdown()).await;
-    let _ = timeout(Duration::from_secs(30), async {
-        let mut buf = [0u8; 256];
-        while matches!(ws.get_mut().read(&mut buf).await, Ok(n) if n > 0) {}
-    })
-    .await;
-}
-
-/// Completes the close the main loop decided on.
-async fn finish<S: Transport>(sh: &Shared, ws: &mut WebSocketStream<S>, conn: &Conn, end: End) {
-    match end {
-        End::Close(close::GOING_AWAY) => {
-            let mut batch = VecDeque::new();
-            conn.out.take(Instant::now(), &mut batch, usize::MAX);
-            // Frames already queued go out first, briefly bounded: the drain is 5 s in all.
-            let wire = Wire::new(sh.variants);
-            let _ = timeout(
-                Duration::from_millis(250),
-                write_batch(ws, &mut batch, wire),
-            )
-            .await;
-            if !sh.faults.has(Fault::NoGoingAway) {
-                let ga = ServerFrame::GoingAway {
-                    retry_after_ms: sh.limits.going_away_retry_after_ms,
-                }
-                .to_text();
-                let mut last = VecDeque::from([Item {
-                    text: ga.into(),
-                    due: None,
-                }]);
-                let _ = timeout(Duration::from_millis(100), write_batch(ws, &mut last, wire)).await;
-            }
-            close_with(ws, close::GOING_AWAY, close_reason(close::GOING_AWAY)).await;
-        }
-        End::Close(code) => close_with(ws, code, close_reason(code)).await,
-        End::PeerClosed => {
-            // tungstenite queued the reply close; write it out.
-            let _ = timeout(CLOSE_HANDSHAKE, ws.flush()).await;
-            ws.get_mut().end().await;
-        }
-        End::Drop => {}
-    }
-}
-
 fn welcome_text(sh: &Shared, a: &Admitted) -> String {
-    let omit_expires = a.expires_at.is_none() && sh.faults.has(Fault::WelcomeMissingExpires);
-    frame::welcome_text(
-        &a.peer_id,
-        (!omit_expires).then_some(a.expires_at),
-        sh.clock.now_s(),
-        a.app.max_message_size as u64,
-        a.metadata.as_deref(),
-    )
-}
-
-/// Writes the batch and flushes once (frames queued together share TCP writes).
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    batch: &mut VecDeque<Item>,
-    wire: Wire,
-) -> Result<(), WsError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(item) = batch.pop_front() {
-        if wire.plain() {
-            ws.feed(Message::Text(item.text)).await?;
-        } else {
-            for frame in wire.frames(item.text) {
-                ws.feed(Message::Frame(frame)).await?;
-            }
+    let f = sh.faults;
+    let omit_expires = a.expires_at.is_none() && f.has(Fault::WelcomeMissingExpires);
+    let mut expires_at = a.expires_at;
+    let mut max = a.app.max_message_size as u64;
+    let mut peer_id = std::borrow::Cow::Borrowed(a.peer_id.as_str());
+    let mut metadata = a.metadata.as_deref();
+    let empty: Option<Box<serde_json::value::RawValue>>;
+    if !f.is_empty() {
+        if f.has(Fault::ExpiresAtMs) {
+            expires_at = expires_at.map(|e| e.saturating_mul(1000));
+        }
+        if f.has(Fault::WelcomeMaxSizeLies) {
+            max += 1000;
+        }
+        if f.has(Fault::WelcomePeerIdMangled) {
+            peer_id = format!("{}-w", a.peer_id).into();
+        }
+        if f.has(Fault::WelcomeEmptyMetadata) && metadata.is_none() {
+            empty = serde_json::value::RawValue::from_string("{}".into()).ok();
+            metadata = empty.as_deref();
         }
     }
-    ws.flush().await
+    frame::welcome_text(
+        &peer_id,
+        (!omit_expires).then_some(expires_at),
+        sh.clock.now_s(),
+        max,
+        metadata,
+    )
 }
 
 /// How the main loop ended.
@@ -464,7 +410,7 @@ impl Session {
     {
         let conn = self.conn.clone();
         let variants = self.sh.variants;
-        let wire = Wire::new(variants);
+        let wire = Wire::new(variants, self.sh.faults);
         let coalesce = variants.has(Variant::WritesCoalesced);
         let ping_every = if variants.has(Variant::PingsFrequent) {
             FREQUENT_PING
@@ -615,6 +561,10 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
         if !self.rate_ok() {
+            if self.sh.faults.has(Fault::RateErrorFrame) {
+                self.push(r#"{"type":"error","code":"over_message_rate"}"#.into());
+                return None;
+            }
             return Some(End::Close(close::OVER_MESSAGE_RATE));
         }
         let max = self.app.max_message_size;

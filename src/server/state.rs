@@ -67,9 +67,23 @@ pub enum Matcher {
     All,
     Exact(Box<str>),
     Glob(Pattern),
+    /// The `pattern-case-insensitive` fault: a lowercased pattern against lowercased names.
+    Lower(Pattern),
 }
 
 impl Matcher {
+    /// [`Matcher::new`] with the pattern faults applied (`fault_text::faulted_pattern`).
+    pub fn with_faults(pattern: &str, f: FaultSet) -> Matcher {
+        if f.is_empty() {
+            return Matcher::new(pattern);
+        }
+        let p = super::fault_text::faulted_pattern(f, pattern);
+        if f.has(super::faults::Fault::PatternCaseInsensitive) {
+            return Matcher::Lower(Pattern::new(&p.to_lowercase()));
+        }
+        Matcher::new(&p)
+    }
+
     pub fn new(pattern: &str) -> Matcher {
         let p = Pattern::new(pattern);
         if !p.is_wildcard() {
@@ -91,6 +105,7 @@ impl Matcher {
             Matcher::All => true,
             Matcher::Exact(name) => **name == *channel,
             Matcher::Glob(p) => p.matches(channel),
+            Matcher::Lower(p) => p.matches(&channel.to_lowercase()),
         }
     }
 }
@@ -321,6 +336,18 @@ pub struct Stats {
     pub tls_handshake_failures: AtomicU64,
 }
 
+/// What fault switches remember across connections: `subscriptions-restored` keeps each
+/// peer's last subscriptions, `rest-kick-revokes` the kicked peers. Both keyed by
+/// (app, peerId); untouched unless those faults are on.
+#[derive(Debug, Default)]
+pub struct FaultState {
+    pub restore: Mutex<HashMap<AppPeer, Vec<Box<str>>>>,
+    pub kicked: Mutex<std::collections::HashSet<AppPeer>>,
+}
+
+/// (app id, peerId).
+pub type AppPeer = (String, String);
+
 /// Everything the tasks of one server share.
 #[derive(Debug)]
 pub struct Shared {
@@ -348,6 +375,8 @@ pub struct Shared {
     pub live_sessions: AtomicUsize,
     next_id: AtomicU64,
     pub stats: Stats,
+    /// Memory of the fault switches that need some (empty otherwise).
+    pub fault_state: FaultState,
     /// Asks the server to stop (admin hook, embedded shutdown).
     pub stop_request: watch::Sender<bool>,
 }
@@ -396,6 +425,7 @@ impl Shared {
             live_sessions: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
+            fault_state: FaultState::default(),
             stop_request: watch::channel(false).0,
         };
         for app in &cfg.apps {
@@ -432,7 +462,11 @@ impl Shared {
                 secret: k.secret.clone(),
                 legacy: k.legacy.clone(),
                 app: app.clone(),
-                patterns: k.channel_patterns.iter().map(|p| Matcher::new(p)).collect(),
+                patterns: k
+                    .channel_patterns
+                    .iter()
+                    .map(|p| Matcher::with_faults(p, self.faults))
+                    .collect(),
                 actions: k.actions,
                 auto_inject_turn: k.auto_inject_turn,
                 revoked: AtomicBool::new(k.revoked),
@@ -447,7 +481,11 @@ impl Shared {
             let key = Arc::new(PublishableKey {
                 id: k.id.clone(),
                 app: app.clone(),
-                patterns: k.channel_patterns.iter().map(|p| Matcher::new(p)).collect(),
+                patterns: k
+                    .channel_patterns
+                    .iter()
+                    .map(|p| Matcher::with_faults(p, self.faults))
+                    .collect(),
                 actions: k.actions,
                 allowed_origins: k.allowed_origins.clone(),
                 auto_inject_turn: k.auto_inject_turn,
@@ -477,6 +515,14 @@ impl Shared {
 
     pub fn publishable_key(&self, id: &str) -> Option<Arc<PublishableKey>> {
         read(&self.publishable_keys).get(id).cloned()
+    }
+
+    /// Any publishable key (the `publishable-unknown-accepted` fault admits with it).
+    pub fn first_publishable_key(&self) -> Option<Arc<PublishableKey>> {
+        read(&self.publishable_keys)
+            .values()
+            .min_by_key(|k| k.id.clone())
+            .cloned()
     }
 
     /// The first configured secret key (the `accept-unknown-kid` fault verifies with it).

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
+use super::faults::{Fault, FaultSet};
 use super::variants::{Variant, VariantSet};
 
 /// Messages longer than this go out fragmented (the `fragmented` variant), in pieces of
@@ -27,26 +28,32 @@ pub struct Wire {
     spaced: bool,
     reserialize_data: bool,
     fragment: bool,
+    /// The `binary-acks` fault (FRAME-1), the only fault on this path.
+    binary_acks: bool,
 }
 
 impl Wire {
-    pub fn new(v: VariantSet) -> Wire {
+    pub fn new(v: VariantSet, f: FaultSet) -> Wire {
         Wire {
             spaced: v.has(Variant::JsonReorderedSpaced),
             reserialize_data: v.has(Variant::DataReserialized),
             fragment: v.has(Variant::Fragmented),
+            binary_acks: f.has(Fault::BinaryAcks),
         }
     }
 
     /// No variant changes frames: write them as queued.
     #[inline]
     pub fn plain(self) -> bool {
-        !(self.spaced || self.reserialize_data || self.fragment)
+        !(self.spaced || self.reserialize_data || self.fragment || self.binary_acks)
     }
 
     /// The frame as this server writes it: reshaped text, as one or several WebSocket
     /// frames.
     pub fn frames(self, text: Utf8Bytes) -> Vec<Frame> {
+        if self.binary_acks && text.starts_with(r#"{"type":"ack""#) {
+            return vec![Frame::message(text, OpCode::Data(Data::Binary), true)];
+        }
         let text = if self.spaced || self.reserialize_data {
             reshape(&text, self.spaced, self.reserialize_data)
                 .map(Utf8Bytes::from)
@@ -187,7 +194,7 @@ fn escaped(s: &str, out: &mut String) {
 }
 
 /// An object's members in the order written, values as raw text.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub(super) struct Members<'a>(pub(super) Vec<(String, &'a RawValue)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -300,7 +307,7 @@ mod tests {
 
     #[test]
     fn long_messages_fragment_anywhere() {
-        let wire = Wire::new(VariantSet::parse(&["fragmented"]).unwrap());
+        let wire = Wire::new(VariantSet::parse(&["fragmented"]).unwrap(), FaultSet::NONE);
         let text = "é".repeat(100);
         let frames = wire.frames(Utf8Bytes::from(text.clone()));
         assert_eq!(frames.len(), 200usize.div_ceil(FRAGMENT_BYTES));
