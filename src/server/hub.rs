@@ -102,6 +102,11 @@ fn presence_text(channel_json: &str, joined: &[&str], left: Option<&[&str]>) -> 
 
 /// Pushes one frame, counting a slow-consumer close if it overflows the queue.
 pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
+    push_not_before(sh, conn, text, None);
+}
+
+/// [`push`], not written before `due` (an injected capacity's pace).
+fn push_not_before(sh: &Shared, conn: &Conn, text: Utf8Bytes, due: Option<Instant>) {
     let text = if sh.faults.is_empty() {
         text
     } else {
@@ -110,7 +115,8 @@ pub fn push(sh: &Shared, conn: &Conn, text: Utf8Bytes) {
             None => return,
         }
     };
-    if conn.out.push_due(text, sh.variant_delay(), sh.limits.queue) == Pushed::Overflow {
+    let due = sh.variant_delay().max(due);
+    if conn.out.push_due(text, due, sh.limits.queue) == Pushed::Overflow {
         count_overflow(sh, conn);
     }
 }
@@ -689,10 +695,7 @@ impl Hub {
                 .get_or_insert_with(|| (text.take().expect("built once"))())
                 .clone();
             // Directs pass the injected capacity queue like channel copies.
-            let due = sh.variant_delay().max(sh.capacity_due());
-            if c.out.push_due(t, due, sh.limits.queue) == Pushed::Overflow {
-                count_overflow(sh, c);
-            }
+            push_not_before(sh, c, t, sh.capacity_due());
             n += 1;
             if sh.faults.has(Fault::DirectFirstConnectionOnly) {
                 break;
