@@ -159,7 +159,8 @@ pub fn judge(
         .iter()
         .map(|r| SloValue {
             rule: r.rule.clone(),
-            passed: r.passed,
+            // A latency with no sample in the window says nothing held: it fails.
+            passed: r.passed && !(r.unit == "us" && samples(&r.rule, &steady) == Some(0)),
             actual: r.actual,
             micros: r.unit == "us",
             ci95: percentile_ci(&r.rule, &steady),
@@ -190,6 +191,15 @@ pub fn judge(
         reasons,
         dir: run.dir.clone(),
     }
+}
+
+/// How many samples the latency a rule reads has in the window (`None`: not a latency
+/// the window has).
+fn samples(rule: &str, steady: &BTreeMap<String, Hist>) -> Option<u64> {
+    let metric = rule.split(['<', '>', '=', '!']).next()?.trim();
+    let (name, _) = metric.rsplit_once('.')?;
+    let name = name.trim_start_matches("latency.").trim_end_matches("_us");
+    Some(steady.get(name).map_or(0, |h| h.0.len()))
 }
 
 /// For `METRIC.pNN…` rules on a latency: the 95 % interval of that percentile.
@@ -225,5 +235,7 @@ mod tests {
         assert!(percentile_ci("latency.fanout_us.p99 < 50ms", &steady).is_some());
         assert!(percentile_ci("delivery.lost==0", &steady).is_none());
         assert!(percentile_ci("ack.p99<5ms", &steady).is_none());
+        assert_eq!(samples("fanout.p99<50ms", &steady), Some(1000));
+        assert_eq!(samples("ack.p99<5ms", &steady), Some(0));
     }
 }

@@ -171,6 +171,13 @@ impl Injector {
         }
     }
 
+    /// Forgets the capacity's backlog (no connection is left to hold queued copies).
+    pub fn capacity_idle(&self) {
+        if let Some(p) = &self.capacity {
+            p.next_ns.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Records one performed swap.
     pub fn count_swap(&self) {
         self.reordered.fetch_add(1, Ordering::Relaxed);

@@ -85,7 +85,13 @@ impl LiveGuard {
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.live_sessions.fetch_sub(1, Ordering::AcqRel);
+        if self.0.live_sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last connection took its queued copies with it: an injected capacity's
+            // backlog is gone too, so the next run starts from an idle server.
+            if let Some(i) = &self.0.injector {
+                i.capacity_idle();
+            }
+        }
     }
 }
 
