@@ -32,6 +32,7 @@ pub mod rules;
 pub mod server;
 pub mod shutdown;
 pub mod target;
+pub mod timer;
 pub mod transport;
 
 use cli::{Cli, Command};

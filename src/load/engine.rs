@@ -189,7 +189,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             loop {
                 let at = sh.t0_us + (second as u64 + 1) * 1_000_000;
                 let finished = tokio::select! {
-                    _ = tokio::time::sleep_until(sh.clock.instant_at(at)) => false,
+                    _ = tokio::time::sleep_until(sh.clock.instant_at(at).into()) => false,
                     _ = done_rx.wait_for(|d| *d) => true,
                 };
                 if sh.clock.now_us() >= sh.t0_us || finished {
@@ -442,6 +442,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
             slow_path_frames: sh.slow_path.load(Ordering::Relaxed),
             clock_skew_samples: sh.clock_skew.load(Ordering::Relaxed),
             workers: setup.workers,
+            timer_not_realtime: u32::from(!crate::timer::realtime()),
             ..Default::default()
         },
         warnings: events.warnings,

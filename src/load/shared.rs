@@ -44,9 +44,9 @@ impl Clock {
     pub fn now_us(&self) -> u64 {
         self.base_us + self.base.elapsed().as_micros() as u64
     }
-    pub fn instant_at(&self, us: u64) -> tokio::time::Instant {
+    pub fn instant_at(&self, us: u64) -> Instant {
         let offset = Duration::from_micros(us.saturating_sub(self.base_us));
-        tokio::time::Instant::from_std(self.base + offset.min(Duration::from_secs(86_400 * 365)))
+        self.base + offset.min(Duration::from_secs(86_400 * 365))
     }
 }
 

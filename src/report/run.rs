@@ -348,6 +348,10 @@ pub struct Harness {
     pub clock_skew_samples: u64,
     /// Worker processes.
     pub workers: u32,
+    /// Processes whose send timer could not get real-time priority (`crate::timer`):
+    /// their sends lag more under load; schedule_lag shows by how much.
+    #[serde(default)]
+    pub timer_not_realtime: u32,
 }
 
 impl Harness {
@@ -358,6 +362,7 @@ impl Harness {
         self.metrics_dropped += o.metrics_dropped;
         self.slow_path_frames += o.slow_path_frames;
         self.clock_skew_samples += o.clock_skew_samples;
+        self.timer_not_realtime += o.timer_not_realtime;
         self.cores = self.cores.max(o.cores);
     }
 }

@@ -238,6 +238,13 @@ pub fn render(s: &Summary, dir: &str) -> String {
             String::new()
         }
     );
+    if h.timer_not_realtime > 0 {
+        let _ = writeln!(
+            o,
+            "            send timer without real-time priority in {} process(es): sends lag more under load (run as root or grant CAP_SYS_NICE)",
+            h.timer_not_realtime
+        );
+    }
     for w in &s.warnings {
         if w.message == INSECURE_WARNING {
             continue; // already printed, loudly, under the tls line

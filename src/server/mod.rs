@@ -326,9 +326,6 @@ impl Running {
             }
         }
         self.http_stop.send_replace(true);
-        if let Some(t) = &sh.delay_timer {
-            t.stop();
-        }
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
@@ -339,9 +336,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         // Not shut down gracefully: at least stop accepting, so the port is released.
         self.http_stop.send_replace(true);
-        if let Some(t) = &self.shared.delay_timer {
-            t.stop();
-        }
     }
 }
 

@@ -217,7 +217,7 @@ impl Peer {
             }
             let wake = self.sh.clock.instant_at(at.min(end));
             tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = crate::timer::sleep_until(wake) => {}
                 changed = stop.changed() => {
                     if changed.is_err() {
                         // The engine is gone; nothing more to do.

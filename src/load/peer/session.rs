@@ -198,8 +198,8 @@ impl Peer {
         stop: &mut watch::Receiver<bool>,
     ) -> End {
         let mut deadline = self.next_deadline(s);
-        let sleep = tokio::time::sleep_until(self.sh.clock.instant_at(deadline));
-        tokio::pin!(sleep);
+        // On time, not on tokio's 1 ms tick: the send lag is inside every latency we report.
+        let mut sleep = crate::timer::sleep_until(self.sh.clock.instant_at(deadline));
         // One waiter for the whole session: re-creating it per frame costs a Notify
         // registration per received frame.
         let stopped = stop.changed();
@@ -266,7 +266,7 @@ impl Peer {
             let next = self.next_deadline(s);
             if next != deadline {
                 deadline = next;
-                sleep.as_mut().reset(self.sh.clock.instant_at(deadline));
+                sleep.reset(self.sh.clock.instant_at(deadline));
             }
         }
     }
