@@ -166,7 +166,15 @@ pub fn judge(
             ci95: percentile_ci(&r.rule, &steady),
         })
         .collect();
-    let (verdict, reasons) = if !s.valid {
+    let (verdict, reasons) = if !s.valid && beyond_lag(slos, &json, &steady) {
+        (
+            "fail",
+            vec![format!(
+                "the generator lagged ({}), but a latency SLO fails by more than the lag explains",
+                s.invalid_reasons.join("; ")
+            )],
+        )
+    } else if !s.valid {
         ("inconclusive", s.invalid_reasons.clone())
     } else if steady_s < 1.0 {
         (
@@ -191,6 +199,32 @@ pub fn judge(
         reasons,
         dir: run.dir.clone(),
     }
+}
+
+/// Whether a latency SLO still fails with every latency figure lowered by the generator's
+/// own send lag (p99 over the window): fan-out is timed from the intended send, so a late
+/// generator adds at most that much. Then the server broke the SLO whatever the generator
+/// did, and the level fails rather than being inconclusive. Counts (lost copies) stay
+/// inconclusive: a starved generator that reads too slowly gets closed for it.
+fn beyond_lag(slos: &[String], json: &Value, steady: &BTreeMap<String, Hist>) -> bool {
+    let Some(lag) = steady.get("schedule_lag").map(|h| Stats::of(&h.0).p99) else {
+        return false;
+    };
+    let mut lowered = json.clone();
+    if let Some(lat) = lowered.get_mut("latency").and_then(Value::as_object_mut) {
+        for stats in lat.values_mut().filter_map(Value::as_object_mut) {
+            for (k, v) in stats.iter_mut() {
+                if k != "count"
+                    && let Some(x) = v.as_f64()
+                {
+                    *v = (x - lag as f64).max(0.0).into();
+                }
+            }
+        }
+    }
+    thresholds::evaluate(slos, &lowered)
+        .iter()
+        .any(|r| r.unit == "us" && !r.passed)
 }
 
 /// How many samples the latency a rule reads has in the window (`None`: not a latency
@@ -237,5 +271,29 @@ mod tests {
         assert!(percentile_ci("ack.p99<5ms", &steady).is_none());
         assert_eq!(samples("fanout.p99<50ms", &steady), Some(1000));
         assert_eq!(samples("ack.p99<5ms", &steady), Some(0));
+    }
+
+    fn lag(us: u64) -> BTreeMap<String, Hist> {
+        let mut h = Hist::default();
+        h.0.record_n(us, 100).unwrap();
+        BTreeMap::from([("schedule_lag".to_string(), h)])
+    }
+
+    #[test]
+    fn a_breach_far_beyond_the_generators_lag_is_the_servers() {
+        let slos = vec!["fanout.p99<50ms".to_string()];
+        let summary =
+            |p99: u64| serde_json::json!({"latency": {"fanout_us": {"count": 9, "p99": p99}}});
+        // 7.4 s of fan-out with 37 ms of send lag: the server failed.
+        assert!(beyond_lag(&slos, &summary(7_434_239), &lag(37_000)));
+        // 60 ms with 37 ms of lag: the lag could explain it.
+        assert!(!beyond_lag(&slos, &summary(60_000), &lag(37_000)));
+        // Counts are never excused this way.
+        let lost = vec!["delivery.lost==0".to_string()];
+        assert!(!beyond_lag(
+            &lost,
+            &serde_json::json!({"delivery": {"lost": 5}}),
+            &lag(37_000)
+        ));
     }
 }

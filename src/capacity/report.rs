@@ -165,7 +165,7 @@ pub fn row(t: &TrialResult) -> String {
         .collect();
     let mut line = format!(
         "{:>12}  {:>5}  {:<12}  {:>14.0}  {}",
-        super::level_name(t.level),
+        short(t.level),
         t.trial,
         t.verdict,
         t.deliveries_per_s,
@@ -263,7 +263,7 @@ pub fn write_junit(path: &Path, r: &Result) -> anyhow::Result<()> {
         .levels
         .iter()
         .map(|l| {
-            let name = format!("level {}", super::level_name(l.level));
+            let name = format!("level {}", short(l.level));
             let outcome = match l.verdict.as_str() {
                 "pass" => Outcome::Passed,
                 v => Outcome::Failed {
@@ -373,7 +373,7 @@ fn html(r: &Result) -> String {
             let _ = writeln!(
                 rows,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{}</td></tr>",
-                super::level_name(t.level),
+                short(t.level),
                 t.trial,
                 t.verdict,
                 t.deliveries_per_s,

@@ -176,6 +176,7 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
                 "ipLimited": s.ip_limited.load(Ordering::Relaxed),
                 "rateLimited": s.rate_limited.load(Ordering::Relaxed),
                 "tlsHandshakeFailures": s.tls_handshake_failures.load(Ordering::Relaxed),
+                "copies": s.copies.load(Ordering::Relaxed),
                 "injected": {"dropped": inj.dropped, "duplicated": inj.duplicated, "reordered": inj.reordered},
             }))
         }

@@ -605,6 +605,9 @@ impl Hub {
                 return;
             }
             let due = injected_due.max(sh.variant_delay()).max(sh.capacity_due());
+            sh.stats
+                .copies
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if conn
                 .out
                 .push_message(text, origin, due, injector, swap, sh.limits.queue)
@@ -695,6 +698,9 @@ impl Hub {
                 .get_or_insert_with(|| (text.take().expect("built once"))())
                 .clone();
             // Directs pass the injected capacity queue like channel copies.
+            sh.stats
+                .copies
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             push_not_before(sh, c, t, sh.capacity_due());
             n += 1;
             if sh.faults.has(Fault::DirectFirstConnectionOnly) {

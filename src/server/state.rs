@@ -334,6 +334,9 @@ pub struct Stats {
     /// TLS handshakes that failed or timed out (bad or missing client certificate, a
     /// client that does not trust ours, plain HTTP on the TLS port, …).
     pub tls_handshake_failures: AtomicU64,
+    /// `message` and `direct` copies queued for delivery (benchmarks read the steady
+    /// window from it: `GET /_admin/stats`).
+    pub copies: AtomicU64,
 }
 
 /// What fault switches remember across connections: `subscriptions-restored` keeps each
