@@ -10,7 +10,7 @@
 //! Defaults: 500 subscribers, 4000 messages (2 M deliveries). Server and clients share the
 //! machine's cores, so this is a floor for the server alone.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -30,16 +30,7 @@ fn main() {
     let msgs = nums.get(1).copied().unwrap_or(4000);
     let server = Server::start(&[]);
     let ws_url = server.ws_url.clone();
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let url = move |sub: &str| {
-        let claims = json!({"sub": sub, "exp": exp});
-        let token = stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims);
-        format!("{ws_url}?token={token}")
-    };
+    let url = move |sub: &str| format!("{ws_url}?token={}", common::dev_token(sub));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

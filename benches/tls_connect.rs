@@ -17,7 +17,7 @@
 //! N defaults to 2000, ROUNDS (repetitions of the whole set, for a median) to 3.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use stampede::transport::{Connector, Dial, ResumptionMode, TlsArgs, TlsSession, ws};
@@ -97,17 +97,8 @@ async fn round(
 }
 
 fn urls(base: &str, n: usize, tag: &str) -> Vec<String> {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
     (0..n)
-        .map(|i| {
-            let claims = serde_json::json!({"sub": format!("{tag}-{i}"), "exp": exp});
-            let token = stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims);
-            format!("{base}?token={token}")
-        })
+        .map(|i| format!("{base}?token={}", common::dev_token(&format!("{tag}-{i}"))))
         .collect()
 }
 

@@ -99,11 +99,6 @@ impl Timer {
         }
     }
 
-    /// Entries waiting (stale ones included); for tests and diagnostics.
-    pub fn pending(&self) -> usize {
-        self.lock().entries.len()
-    }
-
     fn run(&self) {
         REALTIME.store(precise_slack(), Ordering::Relaxed);
         let mut due = Vec::new();
@@ -184,10 +179,6 @@ pub struct Sleep {
 }
 
 impl Sleep {
-    pub fn deadline(&self) -> Instant {
-        self.at
-    }
-
     pub fn reset(&mut self, at: Instant) {
         self.at = at;
     }

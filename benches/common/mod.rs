@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Server {
     child: Child,
@@ -101,4 +101,15 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
+}
+
+/// A token of the reference server's development app for `sub`, valid for an hour.
+pub fn dev_token(sub: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": sub, "exp": exp});
+    stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims)
 }

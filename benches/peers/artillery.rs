@@ -10,16 +10,8 @@ use super::Workload;
 
 /// Writes the config and processor for `w` into `dir`.
 pub fn files(w: &Workload, dir: &Path, url: &str) -> (PathBuf, PathBuf) {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
     let tokens: Vec<String> = (0..w.peers)
-        .map(|i| {
-            let claims = serde_json::json!({"sub": format!("art-{i}"), "exp": exp});
-            stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims)
-        })
+        .map(|i| super::common::dev_token(&format!("art-{i}")))
         .collect();
     let processor = dir.join("processor.js");
     std::fs::write(

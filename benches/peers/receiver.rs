@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use stampede::transport::{Connector, Dial, ws};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Workload;
+use super::common::dev_token;
 
 /// Runs `w` against `url`; prints `received N messages, M frames` and returns whether
 /// every expected copy arrived.
@@ -23,11 +24,6 @@ pub fn run(w: &Workload, url: &str) -> bool {
 }
 
 async fn drive(w: &Workload, url: &str) -> bool {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
     let messages = Arc::new(AtomicU64::new(0));
     let frames = Arc::new(AtomicU64::new(0));
     let connector = Connector::default();
@@ -35,12 +31,10 @@ async fn drive(w: &Workload, url: &str) -> bool {
     let ramp = Duration::from_secs(1);
     let mut tasks = Vec::new();
     for i in 0..w.peers {
-        let claims = serde_json::json!({"sub": format!("bare-{i}"), "exp": exp});
-        let token = stampede::proto::auth::mint("sk_id_dev", b"sk_secret_dev", &claims);
-        let url = format!("{url}?token={token}");
+        let url = format!("{url}?token={}", dev_token(&format!("bare-{i}")));
         let connect_at = t0 + ramp * i / w.peers;
         // Constant arrival with a random phase per peer, as the engine does.
-        let phase = Duration::from_secs_f64(fastrand_phase(i) / w.rate);
+        let phase = Duration::from_secs_f64(phase(i) / w.rate);
         let first = t0 + Duration::from_secs_f64(w.start_s) + phase;
         let room = i / w.room_size;
         let (connector, messages, frames) = (connector.clone(), messages.clone(), frames.clone());
@@ -102,6 +96,6 @@ async fn drive(w: &Workload, url: &str) -> bool {
 }
 
 /// A phase in [0, 1) per peer, deterministic (a multiplicative hash).
-fn fastrand_phase(i: u32) -> f64 {
+fn phase(i: u32) -> f64 {
     (u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -18,17 +18,7 @@ impl Wake for WakeWriter {
     }
 }
 
-/// The server's handle on the timer; present only while delays or a capacity are injected.
-#[derive(Debug, Default)]
-pub struct DelayTimer;
-
-impl DelayTimer {
-    pub fn start() -> Arc<DelayTimer> {
-        Arc::new(DelayTimer)
-    }
-
-    /// Wakes `conn`'s session at `at`.
-    pub fn wake_at(&self, at: Instant, conn: Arc<Conn>) {
-        crate::timer::Timer::global().wake_at(at, Waker::from(Arc::new(WakeWriter(conn))));
-    }
+/// Wakes `conn`'s session at `at` (it then writes the frames due by then).
+pub fn wake_at(at: Instant, conn: Arc<Conn>) {
+    crate::timer::Timer::global().wake_at(at, Waker::from(Arc::new(WakeWriter(conn))));
 }

@@ -121,6 +121,37 @@ fn push_not_before(sh: &Shared, conn: &Conn, text: Utf8Bytes, due: Option<Instan
     }
 }
 
+/// `message` copies queued by one publish, added to the server's `copies` stat when it
+/// goes out of scope.
+struct CopiesQueued<'a> {
+    sh: &'a Shared,
+    n: std::cell::Cell<u64>,
+}
+
+impl<'a> CopiesQueued<'a> {
+    fn new(sh: &'a Shared) -> Self {
+        CopiesQueued {
+            sh,
+            n: std::cell::Cell::new(0),
+        }
+    }
+    fn add_one(&self) {
+        self.n.set(self.n.get() + 1);
+    }
+}
+
+impl Drop for CopiesQueued<'_> {
+    fn drop(&mut self) {
+        let n = self.n.get();
+        if n > 0 {
+            self.sh
+                .stats
+                .copies
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 fn count_overflow(sh: &Shared, conn: &Conn) {
     sh.stats
         .slow_consumer_closes
@@ -600,14 +631,14 @@ impl Hub {
         let injector = sh.injector.as_ref();
         let swap = f.has(Fault::ReorderPerPublisher);
         let limited = f.has(Fault::OutboundLimited);
+        // Counted once per publish, on whichever path returns (not an atomic per copy).
+        let queued = CopiesQueued::new(sh);
         let deliver = |conn: &Conn, text: Utf8Bytes| {
             if limited && text.len() > sh.limits.max_message_size {
                 return;
             }
             let due = injected_due.max(sh.variant_delay()).max(sh.capacity_due());
-            sh.stats
-                .copies
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            queued.add_one();
             if conn
                 .out
                 .push_message(text, origin, due, injector, swap, sh.limits.queue)
@@ -698,15 +729,15 @@ impl Hub {
                 .get_or_insert_with(|| (text.take().expect("built once"))())
                 .clone();
             // Directs pass the injected capacity queue like channel copies.
-            sh.stats
-                .copies
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             push_not_before(sh, c, t, sh.capacity_due());
             n += 1;
             if sh.faults.has(Fault::DirectFirstConnectionOnly) {
                 break;
             }
         }
+        sh.stats
+            .copies
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         n
     }
 

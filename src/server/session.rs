@@ -446,10 +446,10 @@ impl Session {
             // Only `writes-coalesced` keeps frames in `batch` from one turn to the next.
             let room = WRITE_BATCH - batch.len();
             let due = conn.out.take(now, &mut batch, room);
-            if let (Some(d), Some(timer)) = (due, &self.sh.delay_timer)
+            if let Some(d) = due.filter(|_| self.sh.precise_delays)
                 && registered != Some(d)
             {
-                timer.wake_at(d.into_std(), conn.clone());
+                super::delay::wake_at(d.into_std(), conn.clone());
                 registered = Some(d);
             }
             let more = batch.len() == WRITE_BATCH;

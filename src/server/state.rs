@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{AppConfig, Compat, Config, Limits, Plan, RateLimit};
-use super::delay::DelayTimer;
 use super::faults::FaultSet;
 use super::hub::Hub;
 use super::inject::Injector;
@@ -358,8 +357,9 @@ pub struct Shared {
     pub faults: FaultSet,
     pub variants: VariantSet,
     pub injector: Option<Injector>,
-    /// Precise wake-ups for injected fan-out delays (only when a delay is injected).
-    pub delay_timer: Option<Arc<DelayTimer>>,
+    /// Injected delays or capacity: sessions also ask the precise timer to wake them
+    /// when their queued copies fall due (`delay::wake_at`).
+    pub precise_delays: bool,
     pub clock: Clock,
     /// `turn.iceServers` (a JSON array) for AUTH-14 injection.
     pub turn: Option<Value>,
@@ -410,8 +410,7 @@ impl Shared {
             limits: cfg.limits.clone(),
             faults: cfg.faults,
             variants: cfg.variants,
-            delay_timer: (cfg.inject.fanout_delay_ms > 0 || cfg.inject.capacity_per_s > 0)
-                .then(DelayTimer::start),
+            precise_delays: cfg.inject.fanout_delay_ms > 0 || cfg.inject.capacity_per_s > 0,
             injector,
             clock: Clock::default(),
             turn: cfg.turn_ice_servers.clone(),

@@ -22,6 +22,23 @@ impl Peer {
         }
     }
 
+    /// Sends a frame the schedule asked for at `intended` (µs), recording how late it
+    /// left (`now`) and counting it.
+    async fn send_scheduled(
+        &mut self,
+        ws: &mut Ws,
+        frame: String,
+        counter: Counter,
+        intended: u64,
+        now: u64,
+    ) -> Result<(), End> {
+        self.sh.metrics.with(|st| {
+            st.record(Metric::ScheduleLag, now.saturating_sub(intended));
+            st.count(counter, 1);
+        });
+        self.send(ws, frame).await
+    }
+
     pub(super) fn track(&mut self, s: &mut Session, kind: u8, id: u32, sent_us: u64) {
         if s.pending.len() >= MAX_PENDING {
             s.pending.pop_front();
@@ -80,11 +97,8 @@ impl Peer {
             self.track(s, b'p', seq, now);
             self.out.requests.publishes.sent += 1;
         }
-        self.sh.metrics.with(|st| {
-            st.record(Metric::ScheduleLag, now.saturating_sub(intended));
-            st.count(Counter::Publishes, 1);
-        });
-        self.send(ws, frame).await
+        self.send_scheduled(ws, frame, Counter::Publishes, intended, now)
+            .await
     }
 
     pub(super) async fn send_direct(
@@ -134,11 +148,8 @@ impl Peer {
         });
         self.track(s, b'd', dseq, now);
         self.out.requests.directs.sent += 1;
-        self.sh.metrics.with(|st| {
-            st.record(Metric::ScheduleLag, now.saturating_sub(intended));
-            st.count(Counter::DirectsSent, 1);
-        });
-        self.send(ws, frame).await
+        self.send_scheduled(ws, frame, Counter::DirectsSent, intended, now)
+            .await
     }
 
     pub(super) async fn send_oversize(
@@ -198,10 +209,7 @@ impl Peer {
         self.track(s, b'o', seq, now);
         self.out.requests.publishes.sent += 1;
         s.oversize_pending = Some((kind, seq));
-        self.sh.metrics.with(|st| {
-            st.record(Metric::ScheduleLag, now.saturating_sub(intended));
-            st.count(Counter::Publishes, 1);
-        });
-        self.send(ws, frame).await
+        self.send_scheduled(ws, frame, Counter::Publishes, intended, now)
+            .await
     }
 }
