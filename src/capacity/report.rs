@@ -133,9 +133,15 @@ impl Result {
             verdict: verdict.into(),
             reason,
             interval: Interval { low, high: o.high },
+            // The high end is the load the first failing level offered, scaled from the
+            // passing level's deliveries per unit: what it achieved is capped by the server
+            // (a 5,000/s server delivers 5,000/s at any level above it).
             deliveries_per_s: Interval {
                 low: mean_dps(low),
-                high: mean_dps(o.high),
+                high: match (mean_dps(low), low, o.high) {
+                    (Some(d), Some(l), Some(h)) if l > 0.0 => Some(d * h / l),
+                    _ => mean_dps(o.high),
+                },
             },
             require: args.require,
             knee,
