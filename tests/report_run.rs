@@ -61,7 +61,7 @@ fn run_writes_a_self_contained_html_report_and_junit() {
     assert!(xml.contains("fanout.p99&lt;1us"), "{xml}");
     // Every built-in check, all passed against the reference server.
     let checks = suite("stampede.run.typing-storm.checks");
-    assert_eq!(checks.test_cases.len(), 13, "{xml}");
+    assert_eq!(checks.test_cases.len(), 15, "{xml}");
     assert_eq!(checks.failures, 0, "{xml}");
     assert!(
         checks

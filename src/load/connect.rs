@@ -26,6 +26,8 @@ pub struct Welcome {
     /// Unix seconds; `None` for publishable keys.
     pub expires_at: Option<i64>,
     pub max_message_size: usize,
+    /// `metadata.iceServers` is a non-empty list (AUTH-14: TURN credentials injected).
+    pub ice_servers: bool,
 }
 
 /// Why a peer could not get to `welcome`.
@@ -167,8 +169,14 @@ async fn read_welcome(ws: &mut Ws) -> Result<Welcome, OpenError> {
                         peer_id,
                         expires_at,
                         max_message_size,
+                        metadata,
                         ..
                     }) => Ok(Welcome {
+                        ice_servers: metadata
+                            .as_ref()
+                            .and_then(|m| m.get("iceServers"))
+                            .and_then(|v| v.as_array())
+                            .is_some_and(|a| !a.is_empty()),
                         peer_id,
                         expires_at,
                         max_message_size: usize::try_from(max_message_size)

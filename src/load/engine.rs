@@ -316,6 +316,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
         }
         exp.sessions += o.sessions_started;
         exp.churn_leaves += o.churn_leaves;
+        exp.calls.merge(&o.calls);
         requests.merge(&o.requests);
         logs.push(o.log);
     }

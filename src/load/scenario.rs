@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -51,6 +51,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../scenarios/token-expiry.toml"),
     ),
     ("idle-hold", include_str!("../../scenarios/idle-hold.toml")),
+    (
+        "video-rooms",
+        include_str!("../../scenarios/video-rooms.toml"),
+    ),
+    ("webinar", include_str!("../../scenarios/webinar.toml")),
 ];
 
 /// Why a scenario could not be loaded. The `Display` text is what the user sees.
@@ -87,239 +92,11 @@ fn builtin_names() -> String {
         .join(", ")
 }
 
-// ---------------------------------------------------------------------------------------
-// Scalar helpers: durations and distributions
-// ---------------------------------------------------------------------------------------
+mod call;
+mod dist;
 
-/// A duration written as a humantime string in TOML (`"30s"`, `"1m 30s"`, `"250ms"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub const fn secs(s: u64) -> Dur {
-        Dur(Duration::from_secs(s))
-    }
-    pub const fn millis(ms: u64) -> Dur {
-        Dur(Duration::from_millis(ms))
-    }
-    pub fn as_us(self) -> u64 {
-        self.0.as_micros() as u64
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration string such as \"30s\", \"250ms\" or \"2m\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// Parses `"30s"`, `"250ms"`, `"1m 30s"`; the message names the expected form.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration \"{text}\" ({e}): use a number with a unit, e.g. 500ms, 30s, 2m")
-    })
-}
-
-/// A distribution of durations: a plain string is a constant,
-/// a table picks one with `dist = "constant" | "uniform" | "exponential"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum DurDist {
-    Constant(Dur),
-    Uniform {
-        min: Dur,
-        max: Dur,
-    },
-    /// Exponential with `mean`, capped at `max` (default 10 × mean) so one draw cannot
-    /// outlive the run by orders of magnitude.
-    Exponential {
-        mean: Dur,
-        max: Option<Dur>,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
-enum DurDistTable {
-    Constant {
-        value: Dur,
-    },
-    Uniform {
-        min: Dur,
-        max: Dur,
-    },
-    Exponential {
-        mean: Dur,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max: Option<Dur>,
-    },
-}
-
-impl<'de> Deserialize<'de> for DurDist {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = DurDist;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "a duration string (\"30s\") or a table such as \
-                     { dist = \"exponential\", mean = \"20s\" }",
-                )
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurDist, E> {
-                parse_duration(v)
-                    .map(|d| DurDist::Constant(Dur(d)))
-                    .map_err(E::custom)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DurDist, A::Error> {
-                let t = DurDistTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(match t {
-                    DurDistTable::Constant { value } => DurDist::Constant(value),
-                    DurDistTable::Uniform { min, max } => DurDist::Uniform { min, max },
-                    DurDistTable::Exponential { mean, max } => DurDist::Exponential { mean, max },
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Serialize for DurDist {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            DurDist::Constant(v) => v.serialize(s),
-            DurDist::Uniform { min, max } => DurDistTable::Uniform { min, max }.serialize(s),
-            DurDist::Exponential { mean, max } => {
-                DurDistTable::Exponential { mean, max }.serialize(s)
-            }
-        }
-    }
-}
-
-impl DurDist {
-    fn check(&self) -> Result<(), String> {
-        match *self {
-            DurDist::Uniform { min, max } if min > max => {
-                Err(format!("uniform min {min} is larger than max {max}"))
-            }
-            DurDist::Exponential { mean, .. } if mean.0.is_zero() => {
-                Err("exponential mean must be > 0".into())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A distribution of payload sizes in bytes (the JSON text of `data`): a plain integer is
-/// a constant, a table picks `dist = "constant" | "uniform" | "exponential"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SizeDist {
-    Constant(u32),
-    Uniform { min: u32, max: u32 },
-    Exponential { mean: u32, max: Option<u32> },
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "dist", rename_all = "snake_case", deny_unknown_fields)]
-enum SizeDistTable {
-    Constant {
-        value: u32,
-    },
-    Uniform {
-        min: u32,
-        max: u32,
-    },
-    Exponential {
-        mean: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        max: Option<u32>,
-    },
-}
-
-impl<'de> Deserialize<'de> for SizeDist {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SizeDist;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "a byte count (128) or a table such as \
-                     { dist = \"uniform\", min = 32, max = 512 }",
-                )
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeDist, E> {
-                u32::try_from(v)
-                    .map(SizeDist::Constant)
-                    .map_err(|_| E::custom(format!("size {v} must be between 0 and 4294967295")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeDist, E> {
-                self.visit_i64(v.min(i64::MAX as u64) as i64)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SizeDist, A::Error> {
-                let t = SizeDistTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(match t {
-                    SizeDistTable::Constant { value } => SizeDist::Constant(value),
-                    SizeDistTable::Uniform { min, max } => SizeDist::Uniform { min, max },
-                    SizeDistTable::Exponential { mean, max } => SizeDist::Exponential { mean, max },
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Serialize for SizeDist {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            SizeDist::Constant(v) => s.serialize_u32(v),
-            SizeDist::Uniform { min, max } => SizeDistTable::Uniform { min, max }.serialize(s),
-            SizeDist::Exponential { mean, max } => {
-                SizeDistTable::Exponential { mean, max }.serialize(s)
-            }
-        }
-    }
-}
-
-impl SizeDist {
-    /// The largest size a draw can produce.
-    pub fn max(&self) -> u32 {
-        match *self {
-            SizeDist::Constant(v) => v,
-            SizeDist::Uniform { max, .. } => max,
-            SizeDist::Exponential { mean, max } => max.unwrap_or(mean.saturating_mul(10)),
-        }
-    }
-    fn check(&self) -> Result<(), String> {
-        match *self {
-            SizeDist::Uniform { min, max } if min > max => {
-                Err(format!("uniform min {min} is larger than max {max}"))
-            }
-            SizeDist::Exponential { mean: 0, .. } => Err("exponential mean must be > 0".into()),
-            _ => Ok(()),
-        }
-    }
-}
+pub use call::{Call, Offers, Renegotiate};
+pub use dist::{Dur, DurDist, SizeDist, parse_duration};
 
 // ---------------------------------------------------------------------------------------
 // The scenario
@@ -409,6 +186,9 @@ pub struct Population {
     pub direct: Option<Direct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oversize: Option<Oversize>,
+    /// WebRTC call setup over directs (`[population.call]`, docs/LOAD.md "Calls").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenLife>,
 }
@@ -967,6 +747,32 @@ impl Scenario {
                 }
                 d.size.check().map_err(|m| (at2("direct", "size"), m))?;
             }
+            if let Some(c) = &pop.call {
+                if pop.direct.is_some() {
+                    return Err((
+                        at("call"),
+                        "a population makes calls or sends random directs, not both (use two populations)".into(),
+                    ));
+                }
+                let size = pop
+                    .room_size
+                    .unwrap_or_else(|| pop.peers.div_ceil(rooms.max(1)));
+                if rooms == 0 || !(2..=call::MAX_ROOM).contains(&size) {
+                    return Err((
+                        at("call"),
+                        format!(
+                            "calls need rooms of 2 to {} members (set `room_size`); this population has {}",
+                            call::MAX_ROOM,
+                            if rooms == 0 {
+                                "no rooms".to_owned()
+                            } else {
+                                format!("{size} per room")
+                            }
+                        ),
+                    ));
+                }
+                c.check().map_err(|(field, m)| (at2("call", field), m))?;
+            }
             if let Some(o) = &pop.oversize {
                 if o.every.0 < Duration::from_millis(10) {
                     return Err((at2("oversize", "every"), "must be at least 10ms".into()));
@@ -1054,6 +860,9 @@ impl Scenario {
             if let Some(d) = &p.direct {
                 largest = largest.max(d.size.max() as usize + 512);
             }
+            if let Some(c) = &p.call {
+                largest = largest.max(c.largest_payload() + 512);
+            }
             if p.oversize.is_some() {
                 largest = largest.max(max_message_size * 4 + 1024);
             }
@@ -1075,6 +884,9 @@ impl Scenario {
             }
             if let Some(d) = &p.direct {
                 largest = largest.max(d.size.max() as usize + ENVELOPE);
+            }
+            if let Some(c) = &p.call {
+                largest = largest.max(c.largest_payload() + ENVELOPE);
             }
             let rooms = p.room_count().max(1);
             let members = p.peers.div_ceil(rooms) as usize;
@@ -1319,157 +1131,4 @@ pub fn thresholds_map(t: &Thresholds) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn src(text: &str) -> Source {
-        Source {
-            origin: "t.toml".into(),
-            text: text.into(),
-        }
-    }
-
-    const MINIMAL: &str = r#"
-name = "t"
-duration = "10s"
-
-[[population]]
-name = "members"
-peers = 100
-room_size = 10
-
-[population.publish]
-rate = 2.5
-arrival = "poisson"
-size = { dist = "uniform", min = 64, max = 128 }
-"#;
-
-    #[test]
-    fn every_builtin_parses_and_validates() {
-        for (name, text) in BUILTIN {
-            let s = parse(&Source {
-                origin: format!("builtin:{name}"),
-                text: (*text).into(),
-            })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(&s.name, name);
-            assert!(!s.description.is_empty(), "{name} has no description");
-        }
-    }
-
-    #[test]
-    fn minimal_parses_with_defaults() {
-        let s = parse(&src(MINIMAL)).unwrap();
-        assert_eq!(s.grace, Dur::secs(2));
-        let p = &s.populations[0];
-        assert_eq!(p.room_count(), 10);
-        assert_eq!(p.channel_name(3), "room-3");
-        let pb = p.publish.as_ref().unwrap();
-        assert_eq!(pb.arrival, Arrival::Poisson);
-        assert_eq!(pb.size, SizeDist::Uniform { min: 64, max: 128 });
-        assert!(pb.ack);
-    }
-
-    #[test]
-    fn unknown_field_names_file_line_and_field() {
-        let text = MINIMAL.replace("rate = 2.5", "rate = 2.5\nrat = 3");
-        let e = parse(&src(&text)).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:12:"), "{e}");
-        assert!(e.contains("unknown field `rat`"), "{e}");
-        assert!(e.contains("population[0].publish"), "{e}");
-    }
-
-    #[test]
-    fn wrong_type_names_the_field() {
-        let text = MINIMAL.replace("peers = 100", "peers = \"many\"");
-        let e = parse(&src(&text)).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:7:"), "{e}");
-        assert!(e.contains("`population[0].peers`"), "{e}");
-    }
-
-    #[test]
-    fn bad_duration_is_explained() {
-        let text = MINIMAL.replace("\"10s\"", "\"10 parsecs\"");
-        let e = parse(&src(&text)).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:3:"), "{e}");
-        assert!(e.contains("`duration`"), "{e}");
-        assert!(e.contains("invalid duration"), "{e}");
-    }
-
-    #[test]
-    fn semantic_error_points_at_the_line() {
-        let text = MINIMAL.replace("rate = 2.5", "rate = -1.0");
-        let e = parse(&src(&text)).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:11:"), "{e}");
-        assert!(e.contains("`population[0].publish.rate`"), "{e}");
-    }
-
-    #[test]
-    fn syntax_error_has_a_line() {
-        let e = parse(&src("name = \"x\"\nduration = \n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("t.toml:2:"), "{e}");
-    }
-
-    #[test]
-    fn thresholds_table_flattens_quoted_and_dotted_keys() {
-        let text = format!(
-            "{MINIMAL}\n[thresholds]\n\"fanout.p99\" = \"<50ms\"\ndelivery.lost = \"==0\"\n"
-        );
-        let s = parse(&src(&text)).unwrap();
-        let mut rules = s.thresholds.0.clone();
-        rules.sort();
-        assert_eq!(rules, vec!["delivery.lost==0", "fanout.p99<50ms"]);
-        // and back to TOML
-        let again: Scenario = toml::from_str(&s.to_toml()).unwrap();
-        let mut back = again.thresholds.0;
-        back.sort();
-        assert_eq!(back, rules);
-    }
-
-    #[test]
-    fn overrides_fold_in_through_one_path() {
-        let text = MINIMAL.to_owned()
-            + "\n[[population]]\nname = \"talkers\"\npeers = 10\nroom_size = 10\n";
-        let mut s = parse(&src(&text)).unwrap();
-        s.apply(&Overrides {
-            peers: Some(55),
-            duration: Some(Duration::from_secs(3)),
-            rate: Some(7.0),
-            seed: Some(9),
-            ramp: Some(Duration::from_millis(250)),
-            thresholds: vec!["delivery.lost==0".into()],
-            allow: vec!["closes:4011".into()],
-        });
-        assert_eq!(s.peers(), 55);
-        assert_eq!(s.checks.get("closes").unwrap().allow, vec!["4011"]);
-        assert_eq!(s.populations[0].peers, 50);
-        assert_eq!(s.populations[1].peers, 5);
-        assert_eq!(s.duration, Dur::secs(3));
-        assert_eq!(s.populations[0].publish.as_ref().unwrap().rate, Some(7.0));
-        assert_eq!(s.seed, 9);
-        assert_eq!(s.populations[1].ramp, Dur::millis(250));
-        assert_eq!(s.thresholds.0, vec!["delivery.lost==0"]);
-        s.validate().unwrap();
-    }
-
-    #[test]
-    fn scenario_round_trips_through_toml() {
-        for (name, text) in BUILTIN {
-            let s: Scenario = toml::from_str(text).unwrap();
-            let again: Scenario = toml::from_str(&s.to_toml())
-                .unwrap_or_else(|e| panic!("{name}: {e}\n{}", s.to_toml()));
-            assert_eq!(again.to_toml(), s.to_toml(), "{name}");
-        }
-    }
-
-    #[test]
-    fn resolve_finds_builtins_and_reports_missing_files() {
-        assert_eq!(resolve("smoke").unwrap().origin, "builtin:smoke");
-        let e = resolve("nope/missing.toml").unwrap_err().to_string();
-        assert!(e.contains("cannot read scenario nope/missing.toml"), "{e}");
-        let e = resolve("no-such-scenario").unwrap_err().to_string();
-        assert!(e.contains("typing-storm"), "{e}");
-    }
-}
+mod tests;

@@ -186,6 +186,8 @@ fn schema() -> Value {
     // Present only in wss:// runs.
     schema["tls"] =
         serde_json::to_value(crate::report::TlsSummary::default()).unwrap_or(Value::Null);
+    // Present only in runs with a [population.call].
+    schema["calls"] = serde_json::to_value(crate::report::Calls::default()).unwrap_or(Value::Null);
     schema
 }
 

@@ -51,10 +51,22 @@ pub enum Metric {
     Reconnect,
     /// REST publish intended time → a subscriber's receipt of the `system` message.
     SystemFanout,
+    /// A pair's first offer intended → the offerer holds the answer and every candidate
+    /// of the other side.
+    Negotiation,
+    /// A peer's join (connect started) → every member it found negotiated.
+    MeshReady,
+    /// A track added after join (first renegotiation offer intended) → its last answer.
+    Renegotiation,
+    /// Signalling latency per kind: intended send → the other member's receipt.
+    Offer,
+    Answer,
+    Candidate,
+    TrackMeta,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 19] = [
         Metric::Fanout,
         Metric::Ack,
         Metric::Connect,
@@ -67,6 +79,13 @@ impl Metric {
         Metric::ScheduleLag,
         Metric::Reconnect,
         Metric::SystemFanout,
+        Metric::Negotiation,
+        Metric::MeshReady,
+        Metric::Renegotiation,
+        Metric::Offer,
+        Metric::Answer,
+        Metric::Candidate,
+        Metric::TrackMeta,
     ];
 
     /// Name in file names and threshold rules (`fanout.hlog`, `fanout.p99`).
@@ -84,6 +103,13 @@ impl Metric {
             Metric::ScheduleLag => "schedule_lag",
             Metric::Reconnect => "reconnect",
             Metric::SystemFanout => "system_fanout",
+            Metric::Negotiation => "negotiation",
+            Metric::MeshReady => "mesh_ready",
+            Metric::Renegotiation => "renegotiation",
+            Metric::Offer => "offer",
+            Metric::Answer => "answer",
+            Metric::Candidate => "candidate",
+            Metric::TrackMeta => "track_meta",
         }
     }
 

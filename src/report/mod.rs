@@ -12,6 +12,7 @@
 //!
 //! Imports `metrics` only.
 
+mod calls;
 pub mod files;
 pub mod finish;
 pub mod hlog;
@@ -22,6 +23,7 @@ mod run;
 mod summary;
 pub mod text;
 
+pub use calls::{Calls, FailedSide, MAX_FAILED_SIDES};
 pub use files::{RunDir, TimeseriesRow, read_run_dir, write_run_dir};
 pub use run::*;
 pub use summary::*;

@@ -120,6 +120,9 @@ pub struct Expectations {
     pub sessions: u64,
     /// Sessions the peers ended on purpose (churn).
     pub churn_leaves: u64,
+    /// Call setup (`[population.call]`); reported as `calls` in summary.json.
+    #[serde(default, skip_serializing_if = "super::Calls::is_empty")]
+    pub calls: super::Calls,
 }
 
 impl Expectations {
@@ -138,6 +141,7 @@ impl Expectations {
         }
         self.sessions += o.sessions;
         self.churn_leaves += o.churn_leaves;
+        self.calls.merge(&o.calls);
     }
 }
 

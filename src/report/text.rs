@@ -141,6 +141,22 @@ pub fn render(s: &Summary, dir: &str) -> String {
     if s.latency.system_fanout_us.count > 0 {
         lat_row(&mut o, "sys fan-out", &s.latency.system_fanout_us);
     }
+    if s.calls.is_some() {
+        let l = &s.latency;
+        for (name, st) in [
+            ("negotiation", &l.negotiation_us),
+            ("mesh ready", &l.mesh_ready_us),
+            ("renegotiation", &l.renegotiation_us),
+            ("offer", &l.offer_us),
+            ("answer", &l.answer_us),
+            ("candidate", &l.candidate_us),
+            ("track meta", &l.track_meta_us),
+        ] {
+            if st.count > 0 || name == "negotiation" || name == "mesh ready" {
+                lat_row(&mut o, name, st);
+            }
+        }
+    }
     lat_row(&mut o, "schedule lag", &s.schedule_lag_us);
     let l = &s.latency;
     let phases = [
@@ -180,6 +196,9 @@ pub fn render(s: &Summary, dir: &str) -> String {
     }
     if s.directs.counts.expected > 0 || s.throughput.directs_sent > 0 {
         let _ = writeln!(o, "directs     {}", delivery_line(&s.directs));
+    }
+    if let Some(c) = &s.calls {
+        o.push_str(&c.text_lines());
     }
     let _ = writeln!(o, "{}", connections_line(s));
     if let Some(t) = &s.tls {

@@ -724,12 +724,29 @@ impl Hub {
         let mut text = Some(text);
         let mut built: Option<Utf8Bytes> = None;
         let mut n = 0;
+        let injector = sh.injector.as_ref().filter(|i| i.cfg.directs);
+        let injected_due = injector
+            .filter(|i| i.cfg.fanout_delay_ms > 0)
+            .and_then(|i| {
+                Instant::now().checked_add(std::time::Duration::from_millis(i.cfg.fanout_delay_ms))
+            });
         for c in list.iter().filter(|c| c.id != from.id) {
             let t = built
                 .get_or_insert_with(|| (text.take().expect("built once"))())
                 .clone();
-            // Directs pass the injected capacity queue like channel copies.
-            push_not_before(sh, c, t, sh.capacity_due());
+            if injector.is_some() && sh.faults.is_empty() {
+                // Injected truth: the sender connection is the origin of swaps.
+                let due = injected_due.max(sh.variant_delay()).max(sh.capacity_due());
+                if c.out
+                    .push_message(t, from.id, due, injector, false, sh.limits.queue)
+                    == Pushed::Overflow
+                {
+                    count_overflow(sh, c);
+                }
+            } else {
+                // Directs pass the injected capacity queue like channel copies.
+                push_not_before(sh, c, t, sh.capacity_due());
+            }
             n += 1;
             if sh.faults.has(Fault::DirectFirstConnectionOnly) {
                 break;

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Which perturbations to apply to channel `message` copies (never to other frames).
+/// Which perturbations to apply to channel `message` copies, and with `directs` to
+/// `direct` copies too (never to other frames).
 #[derive(Debug, Clone, Default)]
 pub struct Inject {
     /// Delay every copy by this many milliseconds (order preserved).
@@ -30,6 +31,9 @@ pub struct Inject {
     /// stays flat; above it the backlog, and latency with it, grows without bound. The
     /// truth `stampede capacity` is tested against.
     pub capacity_per_s: u64,
+    /// Apply the delay, drops, duplicates and swaps to `direct` copies too (swaps pair a
+    /// direct with the sender connection's next direct to the same recipient).
+    pub directs: bool,
 }
 
 impl Inject {

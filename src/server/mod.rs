@@ -139,6 +139,9 @@ pub struct ServeArgs {
     /// Test only: RNG seed of the injected faults.
     #[arg(long, hide = true, default_value_t = 0)]
     pub inject_seed: u64,
+    /// Test only: the injected delay, drops, duplicates and swaps hit direct copies too.
+    #[arg(long, hide = true)]
+    pub inject_directs: bool,
     /// Serve TLS (wss://, https://) with this certificate chain (PEM, leaf first); needs
     /// --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -232,6 +235,7 @@ impl ServeArgs {
             reorder_rate: self.inject_reorder,
             seed: self.inject_seed,
             capacity_per_s: self.inject_capacity,
+            directs: self.inject_directs,
         };
         cfg.inject.validate().map_err(anyhow::Error::msg)?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {

@@ -28,7 +28,7 @@ pub(super) struct Finding {
 }
 
 impl Finding {
-    fn new(count: u64, base: u64, evidence: String) -> Finding {
+    pub(super) fn new(count: u64, base: u64, evidence: String) -> Finding {
         Finding {
             count,
             base,
@@ -37,7 +37,7 @@ impl Finding {
         }
     }
 
-    fn with_examples<'a>(mut self, lines: impl IntoIterator<Item = &'a str>) -> Finding {
+    pub(super) fn with_examples<'a>(mut self, lines: impl IntoIterator<Item = &'a str>) -> Finding {
         self.examples = lines
             .into_iter()
             .take(EXAMPLES)
@@ -440,7 +440,10 @@ pub(super) fn errors(i: &Inputs, allow: &[&str]) -> Option<Finding> {
             .populations
             .iter()
             .any(|p| p.session.is_some() || p.token.is_some());
-    let directs = sc.populations.iter().any(|p| p.direct.is_some());
+    let directs = sc
+        .populations
+        .iter()
+        .any(|p| p.direct.is_some() || p.call.is_some());
     let expected = |code: &str| code == "peer_not_found" && directs && targets_leave;
     let ok = |code: &str| allow.contains(&code) || expected(code);
     // Error frames answering oversized frames are judged by checks.oversized.

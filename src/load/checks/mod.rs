@@ -12,6 +12,7 @@
 //!
 //! Pure: reads a [`Summary`], the run's examples and plan facts, and the scenario.
 
+mod calls;
 pub mod config;
 mod findings;
 
@@ -25,7 +26,7 @@ use findings::{
 };
 
 /// Every check, in report order.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 15] = [
     "connections",
     "closes",
     "acks",
@@ -39,6 +40,8 @@ pub const NAMES: [&str; 13] = [
     "rest",
     "expiry",
     "oversized",
+    "calls",
+    "signalling",
 ];
 
 /// Checks that take an `allow` list, and what it lists.
@@ -77,6 +80,8 @@ pub fn evaluate(i: &Inputs) -> Vec<CheckResult> {
                 "aborted" => aborted(i),
                 "rest" => rest(i),
                 "expiry" => expiry(i),
+                "calls" => calls::calls(i),
+                "signalling" => calls::signalling(i),
                 _ => oversized(i),
             };
             verdict(name, &relax, finding)
@@ -136,6 +141,7 @@ fn not_applicable(name: &str) -> &'static str {
         "rest" => "no [[rest]] population",
         "expiry" => "no population with expiring tokens ([population.token])",
         "oversized" => "no population sends oversized frames ([population.oversize])",
+        "calls" | "signalling" => "no population makes calls ([population.call])",
         _ => "nothing to check in this run",
     }
 }

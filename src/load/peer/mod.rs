@@ -9,6 +9,7 @@
 //! serde_json (counted as slow-path frames). State per peer is small: schedules, logs
 //! for accounting and the current session; histograms live in the shared stripes.
 
+mod call;
 mod receive;
 mod send;
 mod session;
@@ -61,6 +62,8 @@ pub struct PeerOutcome {
     pub churn_leaves: u64,
     /// Requests that asked for an ack, and what became of them.
     pub requests: Requests,
+    /// Call setup (`[population.call]`).
+    pub calls: crate::report::Calls,
 }
 
 /// Why a session ended.
@@ -104,6 +107,8 @@ struct Session {
     sub_refused: bool,
     /// WebSocket Ping control frames received (tungstenite answers them itself).
     pings: u64,
+    /// Call negotiations (`[population.call]`).
+    calls: call::CallSession,
 }
 
 pub struct Peer {
@@ -123,6 +128,8 @@ pub struct Peer {
     storm_pending: Option<usize>,
     after_4002: bool,
     session_no: u32,
+    /// When the current session's connect started (absolute µs): a join's start.
+    join_started_us: u64,
     /// The TLS configuration this peer dials with (its own session cache with
     /// `--tls-resumption per-peer`); made at the first `wss://` connect.
     tls: Option<TlsSession>,
@@ -189,6 +196,7 @@ impl Peer {
             storm_pending: None,
             after_4002: false,
             session_no: 0,
+            join_started_us: 0,
             tls: None,
             out,
         }
@@ -266,6 +274,7 @@ impl Peer {
         let sh = self.sh.clone();
         let _permit = sh.handshakes.acquire().await;
         let started = self.now();
+        self.join_started_us = started;
         sh.cells[self.local as usize]
             .attempted
             .store(true, Ordering::Release);

@@ -57,7 +57,12 @@ impl Peer {
             && let Some((p, key, seq, t)) = scan_data(b)
             && key == b'd'
         {
-            self.on_direct(s, p, seq, t);
+            let sig = if self.makes_calls() {
+                super::call::scan_sig(b)
+            } else {
+                None
+            };
+            self.on_direct(s, p, seq, t, sig);
             return;
         }
         self.slow_path(s, text);
@@ -78,8 +83,12 @@ impl Peer {
             }
             ServerFrame::Direct { data, .. } => {
                 self.sh.slow_path.fetch_add(1, Ordering::Relaxed);
+                let sig = data
+                    .get("sig")
+                    .filter(|_| self.makes_calls())
+                    .and_then(|v| serde_json::from_value(v.clone()).ok());
                 match data_fields(&data, "d") {
-                    Some((p, seq, t)) => self.on_direct(s, p, seq, t),
+                    Some((p, seq, t)) => self.on_direct(s, p, seq, t, sig),
                     None => self.unexpected("direct_not_from_this_run", text),
                 }
             }
@@ -139,7 +148,14 @@ impl Peer {
         }
     }
 
-    pub(super) fn on_direct(&mut self, s: &mut Session, p: u32, dseq: u32, t: u64) {
+    pub(super) fn on_direct(
+        &mut self,
+        s: &mut Session,
+        p: u32,
+        dseq: u32,
+        t: u64,
+        sig: Option<super::call::Sig>,
+    ) {
         let now = self.now();
         let lat = if now >= t {
             now - t
@@ -153,6 +169,9 @@ impl Peer {
         });
         if !s.leaving {
             s.log.direct_rx.push((p, dseq));
+        }
+        if let Some(sig) = sig {
+            self.on_signal(s, p, t, sig);
         }
     }
 
@@ -284,6 +303,9 @@ impl Peer {
                 if self.take_pending(s, kind, num).is_some() {
                     self.out.requests.directs.refused += 1;
                 }
+                if code == "peer_not_found" && self.makes_calls() {
+                    self.call_peer_gone();
+                }
                 if let Some(d) = self.out.log.directs.get_mut(num as usize) {
                     d.status = REJECTED;
                 }
@@ -298,6 +320,9 @@ impl Peer {
         joined: &[crate::proto::PresencePeer],
         left: &[crate::proto::PresencePeer],
     ) {
+        if self.makes_calls() {
+            self.call_presence(s, joined, left);
+        }
         if !s.snapshot_seen {
             // ORD-3: the first presence frame after subscribing is the snapshot.
             s.snapshot_seen = true;

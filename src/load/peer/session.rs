@@ -84,7 +84,11 @@ impl Peer {
             unsub_rid: None,
             sub_refused: false,
             pings: 0,
+            calls: Default::default(),
         };
+        if welcome.ice_servers && self.makes_calls() {
+            self.out.calls.ice_servers += 1;
+        }
         while self.next_storm < self.storms.len() && self.storms[self.next_storm].1 <= now {
             self.next_storm += 1;
         }
@@ -187,6 +191,7 @@ impl Peer {
             {
                 d = d.min(t.next());
             }
+            d = d.min(s.calls.next());
         }
         d
     }
@@ -362,6 +367,9 @@ impl Peer {
             if let Err(end) = self.send_direct(ws, s, intended).await {
                 return Some(end);
             }
+        }
+        if let Err(end) = self.call_jobs(ws, s, now).await {
+            return Some(end);
         }
         if let Some(intended) = self
             .oversize

@@ -34,7 +34,10 @@ impl Peer {
         });
     }
 
-    pub(super) fn end_session(&mut self, s: Session, end: End) {
+    pub(super) fn end_session(&mut self, mut s: Session, end: End) {
+        if self.makes_calls() {
+            self.call_session_end(&mut s, end);
+        }
         let now = self.now();
         let mut log = s.log;
         if log.left_us == 0 {

@@ -54,7 +54,7 @@ fn rows(s: &Value) -> Vec<Row> {
         .collect()
 }
 
-/// The header card: `ALL 13 PASSED`, or how many failed.
+/// The header card: `ALL 15 PASSED`, or how many failed.
 pub(super) fn checks_card(s: &Value) -> Option<String> {
     let rows = rows(s);
     if rows.is_empty() {

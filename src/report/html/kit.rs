@@ -170,6 +170,15 @@ pub fn metric_title(metric: &str) -> String {
         "direct" => "Direct-message latency (intended send → target)".into(),
         "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
         "system_fanout" => "System-message fan-out (REST publish → each subscriber)".into(),
+        "negotiation" => {
+            "Pair negotiation (first offer intended → answer and every candidate)".into()
+        }
+        "mesh_ready" => "Mesh ready (join → every member negotiated)".into(),
+        "renegotiation" => "Renegotiation (track added → last answer)".into(),
+        "offer" => "Signalling: offer (intended send → receipt)".into(),
+        "answer" => "Signalling: answer (intended send → receipt)".into(),
+        "candidate" => "Signalling: ICE candidate (intended send → receipt)".into(),
+        "track_meta" => "Signalling: track metadata (intended send → receipt)".into(),
         other => format!("{other} latency"),
     }
 }

@@ -11,6 +11,7 @@
 //! `compare` reuses (escaping, number formats, page shell, figures), [`sections`] and
 //! [`timeseries`] render the report's sections.
 
+mod calls;
 mod checks;
 mod connect;
 mod kit;
@@ -128,6 +129,7 @@ pub fn render_report(run: &RunDir) -> Result<String, ReportError> {
     b.push_str(&connect::tls_section(s));
     b.push_str(&timeseries_section(run)?);
     b.push_str(&delivery_section(s));
+    b.push_str(&calls::calls_section(s));
     b.push_str(&crate::report::rest_html::rest_section(s));
     b.push_str(&codes_section(s, "errors", "Error frames by code", "code"));
     b.push_str(&codes_section(s, "closes", "Close codes", "close code"));

@@ -507,6 +507,7 @@ pub(super) fn codes_section(s: &Value, key: &str, title: &str, col: &str) -> Str
 const SHOWN_KEYS: &[&str] = &[
     "rest",
     "tls",
+    "calls",
     "schema",
     "scenario",
     "scenario_file",

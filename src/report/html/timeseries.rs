@@ -207,7 +207,10 @@ pub(super) fn timeseries_section(run: &RunDir) -> Result<String, ReportError> {
         let key = SeriesGroup::Latency(m.clone());
         if groups.contains_key(&key)
             || log.intervals.len() < 2
-            || !matches!(m.as_str(), "fanout" | "ack")
+            || !matches!(
+                m.as_str(),
+                "fanout" | "ack" | "negotiation" | "mesh_ready" | "renegotiation"
+            )
         {
             continue;
         }

@@ -51,6 +51,25 @@ pub struct Latency {
     /// REST publish intended time → each subscriber's receipt (`[[rest]]` populations).
     #[serde(default)]
     pub system_fanout_us: Stats,
+    /// Calls: a pair's first offer intended → the offerer holds the answer and every
+    /// candidate of the other side.
+    #[serde(default)]
+    pub negotiation_us: Stats,
+    /// Calls: a peer's join (connect started) → every member it found negotiated.
+    #[serde(default)]
+    pub mesh_ready_us: Stats,
+    /// Calls: a track added after join → its last renegotiation answer.
+    #[serde(default)]
+    pub renegotiation_us: Stats,
+    /// Calls: signalling latency per kind, intended send → receipt.
+    #[serde(default)]
+    pub offer_us: Stats,
+    #[serde(default)]
+    pub answer_us: Stats,
+    #[serde(default)]
+    pub candidate_us: Stats,
+    #[serde(default)]
+    pub track_meta_us: Stats,
 }
 
 /// Volumes and rates over the publishing time (`duration_s`).
@@ -208,6 +227,9 @@ pub struct Summary {
     /// TLS as the peers negotiated it; absent for `ws://` runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSummary>,
+    /// Call setup (`[population.call]`); absent when no population makes calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<Calls>,
 }
 
 /// `tls` in summary.json.
@@ -374,6 +396,13 @@ impl Summary {
                 direct_us: stats(Metric::Direct),
                 reconnect_us: stats(Metric::Reconnect),
                 system_fanout_us: stats(Metric::SystemFanout),
+                negotiation_us: stats(Metric::Negotiation),
+                mesh_ready_us: stats(Metric::MeshReady),
+                renegotiation_us: stats(Metric::Renegotiation),
+                offer_us: stats(Metric::Offer),
+                answer_us: stats(Metric::Answer),
+                candidate_us: stats(Metric::Candidate),
+                track_meta_us: stats(Metric::TrackMeta),
             },
             schedule_lag_us: lag,
             throughput: Throughput {
@@ -402,7 +431,11 @@ impl Summary {
             closes: run.closes.clone(),
             unexpected_frames: run.unexpected_frames.clone(),
             connections: run.connections.clone(),
-            expectations: run.expectations.clone(),
+            expectations: Expectations {
+                // Reported once, as `calls`.
+                calls: Calls::default(),
+                ..run.expectations.clone()
+            },
             harness: run.harness.clone(),
             valid: invalid.is_empty(),
             invalid_reasons: invalid,
@@ -418,6 +451,13 @@ impl Summary {
                 .tls
                 .as_ref()
                 .map(|t| TlsSummary::of(t, &run.connections.failures)),
+            calls: Some(&run.expectations.calls)
+                .filter(|c| c.sessions > 0)
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.settle();
+                    c
+                }),
         }
     }
 }
