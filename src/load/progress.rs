@@ -49,6 +49,20 @@ pub fn line(live: &Live, clock: &Clock) -> String {
         thousands(l.counts.errors),
         thousands(l.counts.closes),
     );
+    // Directs and call setup, when the run makes them.
+    if l.counts.directs_sent > 0 {
+        s.push_str(&format!(
+            " · directs {}/s",
+            thousands(l.counts.directs_sent)
+        ));
+    }
+    if l.mesh_ready.count > 0 {
+        s.push_str(&format!(
+            " · mesh-ready p99 {} ({} joins)",
+            fmt_us(l.mesh_ready.p99),
+            thousands(l.mesh_ready.count)
+        ));
+    }
     if let Some(h) = live
         .headline
         .lock()

@@ -69,6 +69,8 @@ pub struct Latest {
     pub counts: Counts,
     pub fanout: Stats,
     pub ack: Stats,
+    /// Calls: mesh-ready samples of the second.
+    pub mesh_ready: Stats,
     pub connected: i64,
     pub harness_cpu_percent: f64,
 }
@@ -129,6 +131,7 @@ impl Collector {
             counts: self.scratch.counts,
             fanout: Stats::of(self.scratch.hist(Metric::Fanout)),
             ack: Stats::of(self.scratch.hist(Metric::Ack)),
+            mesh_ready: Stats::of(self.scratch.hist(Metric::MeshReady)),
             connected,
             harness_cpu_percent: cpu_percent,
         };

@@ -149,3 +149,28 @@ fn resolve_finds_builtins_and_reports_missing_files() {
     let e = resolve("no-such-scenario").unwrap_err().to_string();
     assert!(e.contains("typing-storm"), "{e}");
 }
+
+#[test]
+fn calls_take_sdk_defaults_and_name_bad_fields() {
+    let ok = "name = \"c\"\nduration = \"5s\"\n[[population]]\nname = \"p\"\npeers = 8\nroom_size = 4\n[population.call]\n";
+    let s = parse(&src(ok)).unwrap();
+    let c = s.populations[0].call.as_ref().unwrap();
+    assert_eq!(c.offers, Offers::Both);
+    assert!(c.track_meta && c.renegotiate.is_none());
+    assert_eq!(c.timeout, Dur::secs(10));
+    // The largest SDP plus its envelope fits the write limit.
+    assert!(s.largest_frame(65536) >= 6000 + 256);
+    for (extra, field) in [
+        ("candidates = 500", "population[0].call.candidates"),
+        ("offers = \"maybe\"", "population[0].call.offers"),
+        ("timeout = \"0s\"", "population[0].call.timeout"),
+    ] {
+        let e = parse(&src(&format!("{ok}{extra}\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{extra}: {e}");
+    }
+    let one = ok.replace("room_size = 4", "room_size = 1");
+    let e = parse(&src(&one)).unwrap_err().to_string();
+    assert!(e.contains("rooms of 2 to 50"), "{e}");
+}

@@ -170,21 +170,20 @@ pub fn metric_title(metric: &str) -> String {
         "direct" => "Direct-message latency (intended send → target)".into(),
         "reconnect" => "Reconnect time (connection lost → subscribed again)".into(),
         "system_fanout" => "System-message fan-out (REST publish → each subscriber)".into(),
-        "negotiation" => {
-            "Pair negotiation (first offer intended → answer and every candidate)".into()
-        }
+        "negotiation" => "Pair negotiation (offer → answer and candidates)".into(),
         "mesh_ready" => "Mesh ready (join → every member negotiated)".into(),
         "renegotiation" => "Renegotiation (track added → last answer)".into(),
-        "offer" => "Signalling: offer (intended send → receipt)".into(),
-        "answer" => "Signalling: answer (intended send → receipt)".into(),
-        "candidate" => "Signalling: ICE candidate (intended send → receipt)".into(),
-        "track_meta" => "Signalling: track metadata (intended send → receipt)".into(),
+        "offer" => "Signalling: offer (send → receipt)".into(),
+        "answer" => "Signalling: answer (send → receipt)".into(),
+        "candidate" => "Signalling: ICE candidate (send → receipt)".into(),
+        "track_meta" => "Signalling: track metadata (send → receipt)".into(),
         other => format!("{other} latency"),
     }
 }
 
-/// Latency metrics in the order the pages show them: the four the engine always measures, then
-/// any other found in the logs or in summary.json.
+/// Latency metrics in the order the pages show them: the four the engine always measures,
+/// the call metrics that are present (setup before the single messages), then any other
+/// found in the logs or in summary.json.
 pub fn metric_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut rest: BTreeSet<String> = names.into_iter().cloned().collect();
     let mut out = Vec::new();
@@ -192,12 +191,28 @@ pub fn metric_order<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<Stri
         rest.remove(m);
         out.push(m.to_string());
     }
+    for m in CALL_METRICS {
+        if rest.remove(m) {
+            out.push(m.to_string());
+        }
+    }
     out.extend(rest);
     out
 }
 
 /// Latency metrics every run measures, shown first and always.
 pub const CORE_METRICS: [&str; 4] = ["fanout", "ack", "connect", "presence"];
+
+/// The call metrics (`[population.call]`), in reading order.
+const CALL_METRICS: [&str; 7] = [
+    "mesh_ready",
+    "negotiation",
+    "renegotiation",
+    "track_meta",
+    "offer",
+    "answer",
+    "candidate",
+];
 
 /// Percentile points (x per [`plot::percentile_x`], y in ms) from the few percentiles a
 /// summary keeps; a coarse stand-in when there is no interval log.
