@@ -387,8 +387,7 @@ pub async fn run(setup: Setup, mut stop: Stop, live: Arc<Live>) -> RunData {
     let planned_end = setup.t0_us + s.duration.as_us();
     let mut hists = BTreeMap::new();
     for m in Metric::ALL {
-        let h = totals.hist(m);
-        if !h.is_empty() {
+        if let Some(h) = totals.hist(m) {
             hists.insert(m.name().to_owned(), Hist(h.clone()));
         }
     }

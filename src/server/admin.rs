@@ -177,6 +177,9 @@ async fn dispatch(sh: &Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Fail
                 "rateLimited": s.rate_limited.load(Ordering::Relaxed),
                 "tlsHandshakeFailures": s.tls_handshake_failures.load(Ordering::Relaxed),
                 "copies": s.copies.load(Ordering::Relaxed),
+                "pings": s.pings.load(Ordering::Relaxed),
+                "pongs": s.pongs.load(Ordering::Relaxed),
+                "heartbeatDrops": s.heartbeat_drops.load(Ordering::Relaxed),
                 "injected": {"dropped": inj.dropped, "duplicated": inj.duplicated, "reordered": inj.reordered},
             }))
         }

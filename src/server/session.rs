@@ -509,6 +509,7 @@ impl Session {
                     }
                     if pong_deadline.is_some_and(|d| d <= now) {
                         // HB-2: silent for the grace period after a Ping: drop, no handshake.
+                        self.sh.stats.heartbeat_drops.fetch_add(1, Ordering::Relaxed);
                         return End::Drop;
                     }
                     if next_ping <= now {
@@ -519,6 +520,7 @@ impl Session {
                         // the grace period must not push it back (HB-2).
                         pong_deadline.get_or_insert(now + grace);
                         next_ping = now + ping_every;
+                        self.sh.stats.pings.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -564,7 +566,11 @@ impl Session {
             Message::Binary(b) => (b.len(), None),
             Message::Close(_) => return Some(End::PeerClosed),
             // Pings are answered by tungstenite; pongs only prove liveness.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+            Message::Pong(_) => {
+                self.sh.stats.pongs.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Message::Ping(_) | Message::Frame(_) => return None,
         };
         if !self.rate_ok() {
             if self.sh.faults.has(Fault::RateErrorFrame) {

@@ -336,6 +336,11 @@ pub struct Stats {
     /// `message` and `direct` copies queued for delivery (benchmarks read the steady
     /// window from it: `GET /_admin/stats`).
     pub copies: AtomicU64,
+    /// Heartbeat Pings sent (HB-1), Pongs received, and connections dropped because no
+    /// frame followed a Ping within the grace period (HB-2).
+    pub pings: AtomicU64,
+    pub pongs: AtomicU64,
+    pub heartbeat_drops: AtomicU64,
 }
 
 /// What fault switches remember across connections: `subscriptions-restored` keeps each

@@ -3,6 +3,7 @@
 
 use super::Inputs;
 use super::findings::Finding;
+use crate::report::fmt_us;
 use crate::report::text::thousands;
 
 pub(super) fn calls(i: &Inputs) -> Option<Finding> {
@@ -29,6 +30,16 @@ pub(super) fn calls(i: &Inputs) -> Option<Finding> {
             thousands(c.meshes)
         )
     };
+    let l = &i.summary.latency;
+    if l.mesh_ready_us.count > 0 {
+        evidence.push_str(&format!(
+            "; mesh-ready p50 {} p99 {}, negotiation p50 {} p99 {}",
+            fmt_us(l.mesh_ready_us.p50),
+            fmt_us(l.mesh_ready_us.p99),
+            fmt_us(l.negotiation_us.p50),
+            fmt_us(l.negotiation_us.p99)
+        ));
+    }
     if c.cut_off + c.abandoned > 0 {
         evidence.push_str(&format!(
             "; not judged: {} cut off by the end of the run, {} abandoned by a member leaving",

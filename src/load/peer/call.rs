@@ -243,7 +243,15 @@ impl Peer {
             s.calls.snapshot_seen = true;
             let mut waiting = 0;
             for g in joined {
-                if let Some(side) = self.new_side(g, true) {
+                // A member whose offer came before the snapshot keeps what it started.
+                let side = match s.calls.sides.remove(&g) {
+                    Some(mut x) => {
+                        x.in_mesh = true;
+                        Some(x)
+                    }
+                    None => self.new_side(g, true),
+                };
+                if let Some(side) = side {
                     s.calls.sides.insert(g, side);
                     s.calls.push(now, g, Job::Offer(Purpose::Initial));
                     waiting += 1;
