@@ -25,7 +25,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -181,7 +180,7 @@ impl Connector {
             })?;
         phases.tcp = t.elapsed();
         if !ep.secure {
-            return Ok((MaybeTlsStream::Plain(tcp), None));
+            return Ok((Stream::Plain(tcp), None));
         }
         let tls_client = self.tls.as_ref().ok_or_else(|| ConnectError::Url {
             url: ep.url.clone(),
@@ -216,7 +215,7 @@ impl Connector {
             })?;
         phases.tls = Some(t.elapsed());
         let info = TlsInfo::of(tls.get_ref().1);
-        Ok((MaybeTlsStream::Rustls(tls), Some(info)))
+        Ok((Stream::Tls(Box::new(tls)), Some(info)))
     }
 
     /// Opens a WebSocket: resolve, TCP, TLS, upgrade, all within `d.timeout`.

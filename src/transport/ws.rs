@@ -1,20 +1,87 @@
 //! The WebSocket side: the upgrade with our buffer configuration, and the close
 //! handshake the way browsers and the official SDKs do it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::{ConnectError, Stage, TlsFailure};
 
-/// A TCP or TLS stream.
-pub type Stream = MaybeTlsStream<TcpStream>;
+/// A TCP or TLS stream. The TLS side is boxed: rustls' connection state is ~1.1 KB, and
+/// inline (as in tokio-tungstenite's `MaybeTlsStream`) every plain connection would carry
+/// that size too, several times over in the peer's task.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An open WebSocket connection.
 pub type Ws = WebSocketStream<Stream>;
@@ -26,19 +93,22 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// The TCP socket under a stream (for linger, addresses).
 pub fn tcp_of(stream: &Stream) -> &TcpStream {
     match stream {
-        MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
-        MaybeTlsStream::Plain(tcp) => tcp,
-        // The enum is non-exhaustive; we never build other variants.
-        _ => unreachable!("the transport builds only plain and rustls streams"),
+        Stream::Tls(tls) => tls.get_ref().0,
+        Stream::Plain(tcp) => tcp,
     }
 }
 
-/// The tungstenite configuration of simulated peers: small buffers (read 4 KiB, write
-/// 4 KiB: ~7 KB per connection instead of ~138 KB, LIMITS.md), a write limit that fits
+/// Bytes a peer's connection reads at once (and keeps allocated while idle). Frames the
+/// peers receive are mostly a few hundred bytes (presence, messages, candidates); a
+/// larger frame grows the buffer for itself. 2 KiB instead of 4 saves 2 KB per idle peer.
+pub const PEER_READ_BUFFER: usize = 2 * 1024;
+
+/// The tungstenite configuration of simulated peers: small buffers (read 2 KiB, write
+/// 4 KiB: ~5 KB per connection instead of ~138 KB, LIMITS.md), a write limit that fits
 /// the largest frame the peer sends, and inbound frames up to `max_inbound`.
 pub fn peer_config(largest_frame: usize, max_inbound: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(PEER_READ_BUFFER)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size((16 * 1024).max(largest_frame + 4 * 1024))
         .max_message_size(Some(max_inbound))
@@ -126,7 +196,7 @@ pub async fn answer_close(ws: &mut Ws) {
 /// client leave at once, whatever the caller does with the value afterwards.
 pub async fn end_tcp(ws: &mut Ws) {
     let stream = ws.get_mut();
-    if let MaybeTlsStream::Rustls(tls) = stream {
+    if let Stream::Tls(tls) = stream {
         let _ = tokio::time::timeout(Duration::from_millis(200), tls.shutdown()).await;
     }
     let _ = socket2::SockRef::from(tcp_of(ws.get_ref())).shutdown(std::net::Shutdown::Both);

@@ -270,7 +270,9 @@ impl Peer {
         }
     }
 
-    async fn connect(&mut self) -> Result<(Ws, Welcome), OpenError> {
+    /// Opens a connection. The WebSocket is boxed: the peer's task holds the result across
+    /// the whole session, and inline its ~320 bytes would be held twice.
+    async fn connect(&mut self) -> Result<(Box<Ws>, Welcome), OpenError> {
         let sh = self.sh.clone();
         let _permit = sh.handshakes.acquire().await;
         let started = self.now();
@@ -314,7 +316,7 @@ impl Peer {
                 if let Some(info) = &o.connected.tls {
                     sh.event(|ev| ev.tls.record(info));
                 }
-                Ok((o.connected.ws, o.welcome))
+                Ok((Box::new(o.connected.ws), o.welcome))
             }
             Err(e) => {
                 sh.metrics.with(|s| {

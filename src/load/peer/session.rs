@@ -26,7 +26,7 @@ const FRAMES_PER_CLOCK_CHECK: u32 = 32;
 impl Peer {
     pub(super) async fn session(
         &mut self,
-        mut ws: Ws,
+        mut ws: Box<Ws>,
         welcome: Welcome,
         stop: &mut watch::Receiver<bool>,
         urgent: &mut watch::Receiver<bool>,
