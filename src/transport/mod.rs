@@ -7,7 +7,9 @@
 //! - [`socket`]: source-address binding and TCP connect;
 //! - [`tls`]: the rustls client configuration (`--cacert`, `--insecure`, client
 //!   certificates, server name, resumption, SSLKEYLOGFILE) and what a handshake negotiated;
-//! - [`ws`]: the upgrade's buffer configuration and the close handshake of a real client;
+//! - [`ws`]: the stream type, the buffer configuration and the close handshake of a real client;
+//! - [`upgrade`]: the WebSocket upgrade (our own read of the response head, so a connection
+//!   starts with the configured read buffer);
 //! - [`http`]: one HTTP/1.1 request (the REST control plane);
 //! - [`error`]: why a connect failed, with a key for counting and advice.
 //!
@@ -19,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod socket;
 pub mod tls;
+mod upgrade;
 pub mod ws;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -248,8 +251,8 @@ impl Connector {
             .stream(&ep, d.addr, d.source, d.tls, deadline, &mut phases)
             .await?;
         let t = Instant::now();
-        let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
-        let (ws, _response) = tokio::time::timeout_at(deadline, upgrade)
+        let upgrade = upgrade::client(request, stream, config);
+        let ws = tokio::time::timeout_at(deadline, upgrade)
             .await
             .map_err(|_| ws::timed_out(Stage::Upgrade, d.timeout))?
             .map_err(|e| ws::upgrade_error(e, &ep.authority()))?;
