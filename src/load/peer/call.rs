@@ -152,6 +152,8 @@ enum Job {
 struct Mesh {
     started: u64,
     waiting: u32,
+    /// Pairs of the mesh set up so far.
+    negotiated: u32,
     failed: bool,
     ready: bool,
 }
@@ -263,6 +265,7 @@ impl Peer {
                 s.calls.mesh = Some(Mesh {
                     started: self.join_started_us,
                     waiting,
+                    negotiated: 0,
                     failed: false,
                     ready: false,
                 });
@@ -292,18 +295,20 @@ impl Peer {
         };
         self.out.calls.abandoned += side.negs.len() as u64;
         if side.in_mesh && !side.ready {
-            self.mesh_progress(s);
+            self.mesh_progress(s, false);
         }
     }
 
     /// One pair of the mesh finished, or will not count (its member left).
-    fn mesh_progress(&mut self, s: &mut Session) {
+    fn mesh_progress(&mut self, s: &mut Session, negotiated: bool) {
         let now = self.now();
         let Some(m) = s.calls.mesh.as_mut() else {
             return;
         };
         m.waiting = m.waiting.saturating_sub(1);
-        if m.waiting > 0 || m.ready || m.failed {
+        m.negotiated += u32::from(negotiated);
+        // A mesh whose members all left before any pair was set up is not ready: it is gone.
+        if m.waiting > 0 || m.ready || m.failed || m.negotiated == 0 {
             return;
         }
         m.ready = true;
@@ -471,7 +476,7 @@ impl Peer {
                         .record(Metric::Negotiation, now.saturating_sub(n.offer_intended));
                 }
                 if in_mesh && !was_ready {
-                    self.mesh_progress(s);
+                    self.mesh_progress(s, true);
                 }
             }
             Purpose::Renegotiate { left, first } if n.mine => {
