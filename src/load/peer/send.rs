@@ -138,11 +138,27 @@ impl Peer {
         let dseq = self.out.log.directs.len() as u32;
         let data = self.data('d', dseq, intended, size);
         let to_json = serde_json::to_string(&to).unwrap_or_default();
+        self.send_logged_direct(ws, s, target_global, &to_json, data, intended)
+            .await
+    }
+
+    /// Sends `data` as direct number `dseq = directs.len()` to `target` (`to_json`: its
+    /// id as a JSON string), logged for the accounting and tracked until its ack.
+    pub(super) async fn send_logged_direct(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        target: u32,
+        to_json: &str,
+        data: String,
+        intended: u64,
+    ) -> Result<(), End> {
+        let dseq = self.out.log.directs.len() as u32;
         let frame =
             format!(r#"{{"type":"send","to":{to_json},"requestId":"d{dseq}","data":{data}}}"#);
         let now = self.now();
         self.out.log.directs.push(DirectRec {
-            target: target_global,
+            target,
             status: PENDING,
             sent_rel_us: self.rel(now),
         });

@@ -4,12 +4,10 @@
 use std::cmp::Reverse;
 
 use super::{Job, MAX_NEGS, Neg, Purpose, kind_name};
-use crate::load::accounting::{DirectRec, PENDING};
 use crate::load::connect::Ws;
 use crate::load::peer::{End, MAX_BURST, Peer, Session};
 use crate::load::plan;
 use crate::load::scenario::Call;
-use crate::metrics::{Counter, Metric};
 
 impl Peer {
     /// Runs the due call jobs (at most [`MAX_BURST`] sends per wake-up).
@@ -205,25 +203,13 @@ impl Peer {
         let pad = size.saturating_sub(data.len() + tail.len());
         data.extend(std::iter::repeat_n('x', pad));
         data.push_str(tail);
-        let frame = format!(r#"{{"type":"send","to":{to},"requestId":"d{dseq}","data":{data}}}"#);
-        let now = self.now();
-        self.out.log.directs.push(DirectRec {
-            target: remote,
-            status: PENDING,
-            sent_rel_us: self.rel(now),
-        });
-        self.track(s, b'd', dseq, now);
-        self.out.requests.directs.sent += 1;
         *self
             .out
             .calls
             .sent
             .entry(kind_name(k).to_owned())
             .or_default() += 1;
-        self.sh.metrics.with(|st| {
-            st.record(Metric::ScheduleLag, now.saturating_sub(intended));
-            st.count(Counter::DirectsSent, 1);
-        });
-        self.send(ws, frame).await
+        self.send_logged_direct(ws, s, remote, &to, data, intended)
+            .await
     }
 }
