@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::faults::{Fault, FaultSet};
+use super::inject::Injector;
 use super::outbox::{Outbox, Pushed};
 use super::state::{Scope, Shared};
 use crate::proto::frame::message_text;
@@ -621,14 +622,8 @@ impl Hub {
             slot.get_or_insert_with(|| message_text(name, from, data, meta).into())
                 .clone()
         };
-        let injected_due = sh
-            .injector
-            .as_ref()
-            .filter(|i| i.cfg.fanout_delay_ms > 0)
-            .and_then(|i| {
-                Instant::now().checked_add(std::time::Duration::from_millis(i.cfg.fanout_delay_ms))
-            });
         let injector = sh.injector.as_ref();
+        let injected_due = injector.and_then(Injector::delayed_until);
         let swap = f.has(Fault::ReorderPerPublisher);
         let limited = f.has(Fault::OutboundLimited);
         // Counted once per publish, on whichever path returns (not an atomic per copy).
@@ -725,11 +720,7 @@ impl Hub {
         let mut built: Option<Utf8Bytes> = None;
         let mut n = 0;
         let injector = sh.injector.as_ref().filter(|i| i.cfg.directs);
-        let injected_due = injector
-            .filter(|i| i.cfg.fanout_delay_ms > 0)
-            .and_then(|i| {
-                Instant::now().checked_add(std::time::Duration::from_millis(i.cfg.fanout_delay_ms))
-            });
+        let injected_due = injector.and_then(Injector::delayed_until);
         for c in list.iter().filter(|c| c.id != from.id) {
             let t = built
                 .get_or_insert_with(|| (text.take().expect("built once"))())

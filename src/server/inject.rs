@@ -149,6 +149,13 @@ impl Injector {
         Decision::Deliver { dup, hold }
     }
 
+    /// When a copy queued now may leave under the injected delay (`None`: no delay).
+    pub fn delayed_until(&self) -> Option<Instant> {
+        (self.cfg.fanout_delay_ms > 0)
+            .then(|| Instant::now().checked_add(Duration::from_millis(self.cfg.fanout_delay_ms)))
+            .flatten()
+    }
+
     /// When the next copy may leave under the capacity (`None`: now, or no capacity).
     /// A shaper by the generic cell rate algorithm: copies leave at the capacity's pace,
     /// and bursts of up to [`BURST`] worth of it pass at once, so latency stays flat below
