@@ -32,9 +32,29 @@ pub async fn client(request: Request, mut stream: Stream, config: WebSocketConfi
     stream.write_all(&bytes).await?;
     stream.flush().await?;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let head_len = loop {
-        if let Some(n) = head_end(&buf)? {
-            break n;
+    loop {
+        match read_head(&buf, &key)? {
+            Head::Partial => {}
+            Head::Switching(len) => {
+                // An exact-size copy of what followed the head: tungstenite grows it to
+                // the configured read buffer.
+                let tail = buf.split_off(len);
+                return Ok(WebSocketStream::from_partially_read(
+                    stream,
+                    tail,
+                    Role::Client,
+                    Some(config),
+                )
+                .await);
+            }
+            Head::Refused { len, status } => {
+                // As tungstenite: the bytes after the head are the error's body.
+                let response = http::Response::builder()
+                    .status(status)
+                    .body(Some(buf.split_off(len)))
+                    .map_err(Error::HttpFormat)?;
+                return Err(Error::Http(response.into()));
+            }
         }
         if buf.len() >= MAX_HEAD {
             return Err(Error::Capacity(CapacityError::MessageTooLong {
@@ -46,44 +66,39 @@ pub async fn client(request: Request, mut stream: Stream, config: WebSocketConfi
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(Error::Protocol(ProtocolError::HandshakeIncomplete));
         }
-    };
-    // An exact-size copy of what followed the head: tungstenite grows it to the
-    // configured read buffer.
-    let tail = buf.split_off(head_len);
-    let tail = verify(&buf, &key, tail)?;
-    Ok(WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config)).await)
-}
-
-/// Where the response head ends, once it is complete.
-fn head_end(buf: &[u8]) -> Result<Option<usize>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp
-        .parse(buf)
-        .map_err(|e| Error::Protocol(ProtocolError::HttparseError(e)))?
-    {
-        httparse::Status::Complete(n) => Ok(Some(n)),
-        httparse::Status::Partial => Ok(None),
     }
 }
 
-/// The checks of RFC 6455 §4.1 as tungstenite's client makes them. A status other than
-/// 101 is `Error::Http` with the bytes after the head as its body.
-fn verify(head: &[u8], key: &str, tail: Vec<u8>) -> Result<Vec<u8>> {
+/// What the response head read so far says.
+enum Head {
+    Partial,
+    /// 101 and every check passed; the head is `len` bytes.
+    Switching(usize),
+    /// Another status: the server refused the upgrade.
+    Refused {
+        len: usize,
+        status: u16,
+    },
+}
+
+/// Parses the head once it is complete and makes the checks of RFC 6455 §4.1 as
+/// tungstenite's client makes them.
+fn read_head(buf: &[u8], key: &str) -> Result<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(head)
-        .map_err(|e| Error::Protocol(ProtocolError::HttparseError(e)))?;
+    let len = match resp
+        .parse(buf)
+        .map_err(|e| Error::Protocol(ProtocolError::HttparseError(e)))?
+    {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(Head::Partial),
+    };
     if resp.version.unwrap_or(0) < 1 {
         return Err(Error::Protocol(ProtocolError::WrongHttpVersion));
     }
     let status = resp.code.unwrap_or(0);
     if status != 101 {
-        let response = http::Response::builder()
-            .status(status)
-            .body(Some(tail))
-            .map_err(Error::HttpFormat)?;
-        return Err(Error::Http(response.into()));
+        return Ok(Head::Refused { len, status });
     }
     let header = |name: &str| {
         resp.headers
@@ -115,5 +130,5 @@ fn verify(head: &[u8], key: &str, tail: Vec<u8>) -> Result<Vec<u8>> {
             ),
         ));
     }
-    Ok(tail)
+    Ok(Head::Switching(len))
 }
