@@ -5,10 +5,11 @@
 //! exactly as many out-of-order signalling messages; drops leave calls that cannot finish,
 //! counted and named as failed calls. Runs are serialized so latencies do not mix.
 
-use stampede::embedded::{EmbeddedServer, Inject, Options};
+mod common;
+
+use stampede::embedded::Inject;
 use stampede::load::scenario::{Scenario, Source, parse};
 use stampede::report::Summary;
-use stampede::shutdown::Stop;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -21,20 +22,7 @@ fn scenario(text: &str) -> Scenario {
 }
 
 async fn run(inject: Inject, sc: Scenario) -> (Summary, stampede::embedded::InjectedCounts) {
-    let server = EmbeddedServer::start(Options {
-        ip_connect_limit: Some(0),
-        inject,
-        ..Default::default()
-    })
-    .await
-    .expect("server starts");
-    let (_keep, stop) = Stop::never();
-    let data = stampede::load::run_scenario(sc.clone(), server.target(), stop)
-        .await
-        .expect("run completes");
-    let counts = server.injected();
-    server.shutdown().await;
-    let (s, _) = stampede::load::verdict::judge(&sc, &data);
+    let (s, counts) = common::run_injected(inject, sc).await;
     assert_eq!(s.connections.failed, 0, "{:?}", s.connections);
     (s, counts)
 }

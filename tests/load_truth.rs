@@ -6,10 +6,11 @@
 //! (`checks.lost`, `checks.duplicated`, `checks.reordered`) and no other: the verdict is
 //! part of the truth.
 
-use stampede::embedded::{EmbeddedServer, Inject, Options};
+mod common;
+
+use stampede::embedded::Inject;
 use stampede::load::scenario::{Scenario, Source, parse};
 use stampede::report::{CheckResult, Summary};
-use stampede::shutdown::Stop;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -43,20 +44,7 @@ size = 80
 }
 
 async fn run(inject: Inject, sc: Scenario) -> (Summary, stampede::embedded::InjectedCounts) {
-    let server = EmbeddedServer::start(Options {
-        ip_connect_limit: Some(0),
-        inject,
-        ..Default::default()
-    })
-    .await
-    .expect("server starts");
-    let (_keep, stop) = Stop::never();
-    let data = stampede::load::run_scenario(sc.clone(), server.target(), stop)
-        .await
-        .expect("run completes");
-    let counts = server.injected();
-    server.shutdown().await;
-    let (s, _) = stampede::load::verdict::judge(&sc, &data);
+    let (s, counts) = common::run_injected(inject, sc).await;
     assert_eq!(s.connections.failed, 0, "{:?}", s.connections);
     assert_eq!(s.delivery.counts.unexpected, 0, "{:?}", s.delivery);
     assert_eq!(s.delivery.counts.unaccounted, 0, "{:?}", s.delivery);

@@ -333,3 +333,29 @@ pub fn url_for(srv: &EmbeddedServer, key_id: &str, secret: &str, mut claims: Val
         auth::mint(key_id, secret.as_bytes(), &claims)
     )
 }
+
+/// Runs `sc` against an embedded server that perturbs deliveries as `inject` says (no
+/// per-IP limit) and judges it: the summary and what the server injected. The truth tests
+/// compare the two.
+pub async fn run_injected(
+    inject: stampede::embedded::Inject,
+    sc: stampede::load::scenario::Scenario,
+) -> (
+    stampede::report::Summary,
+    stampede::embedded::InjectedCounts,
+) {
+    let server = start_with(Options {
+        ip_connect_limit: Some(0),
+        inject,
+        ..Default::default()
+    })
+    .await;
+    let (_keep, stop) = stampede::shutdown::Stop::never();
+    let data = stampede::load::run_scenario(sc.clone(), server.target(), stop)
+        .await
+        .expect("run completes");
+    let counts = server.injected();
+    server.shutdown().await;
+    let (s, _) = stampede::load::verdict::judge(&sc, &data);
+    (s, counts)
+}
