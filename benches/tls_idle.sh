@@ -11,21 +11,8 @@ n=${1:-5000}
 runs=${2:-3}
 bin=target/release/stampede
 out=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-"$bin" serve --listen 127.0.0.1:0 --ip-connect-limit 0 --rate 0 >"$out/plain.log" 2>&1 &
-pids+=($!)
-"$bin" serve --listen 127.0.0.1:0 --ip-connect-limit 0 --rate 0 --tls-self-signed >"$out/tls.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do
-  grep -q '^listening on' "$out/plain.log" && grep -q -- '--cacert' "$out/tls.log" && break
-  sleep 0.1
-done
-plain=$(sed -n 's/^listening on //p' "$out/plain.log")
-tls=$(sed -n 's/^listening on //p' "$out/tls.log")
-ca=$(grep -o -- '--cacert [^ ]*' "$out/tls.log" | head -1 | cut -d' ' -f2)
+# shellcheck source=serve_pair.sh
+source benches/serve_pair.sh
 
 per_peer() { python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["harness"]; print(h["rss_per_peer_bytes"])' "$1/summary.json"; }
 for mode in ws wss wss-per-peer; do
